@@ -1,0 +1,360 @@
+# cython: language_level=3, binding=False
+"""The Cython binding of the alloccount engine (engine.c).
+
+Thin on purpose: every function converts C structs to Python values and nothing else.
+Validation of user input and warnings live in the Python layer (alloccount._tracking).
+"""
+
+from libc.stdint cimport int64_t, uint64_t
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from libc.stdlib cimport free, malloc
+
+
+cdef extern from "engine.h" nogil:
+    int AC_NDOMAINS
+    int AC_MAX_CATEGORIES
+    int AC_MODE_OFF
+    int AC_MODE_EXACT
+    int AC_MODE_COUNTS
+
+    ctypedef struct ac_counters:
+        uint64_t allocations
+        uint64_t frees
+        uint64_t reallocs
+        uint64_t bytes_allocated
+        uint64_t bytes_freed
+        int64_t current_bytes
+        int64_t peak_bytes
+        uint64_t untracked_frees
+
+    ctypedef struct ac_thread_figures:
+        uint64_t ident
+        int alive
+        ac_counters counters
+
+    ctypedef struct ac_engine_info:
+        int mode
+        unsigned installed_mask
+        unsigned counting_mask
+        int gil_side_locked
+        size_t table_capacity[2]
+        size_t table_count[2]
+        size_t table_bytes
+        uint64_t table_insert_failures
+        uint64_t stale_entries
+        size_t threads
+        size_t categories
+
+    int ac_start(int mode, unsigned domain_mask, const char **err)
+    unsigned ac_stop()
+    unsigned ac_probe(unsigned mask)
+    int ac_mode()
+    unsigned ac_counting_mask()
+    void ac_reset_peak()
+    void ac_read_domain(int domain, ac_counters *out)
+    void ac_read_total(ac_counters *out)
+    int64_t ac_current_bytes()
+    int64_t ac_peak_bytes()
+    uint64_t ac_allocations()
+    uint64_t ac_frees()
+    void ac_read_category(int category, ac_counters *out)
+    void ac_read_engine_info(ac_engine_info *out)
+    int ac_set_category(int category)
+    int ac_get_category()
+    void ac_note_category(int category)
+    void ac_read_self(ac_counters *out)
+    void ac_self_reset_peak()
+    size_t ac_read_threads(ac_thread_figures *out, size_t max)
+
+
+MODE_EXACT = AC_MODE_EXACT
+MODE_COUNTS = AC_MODE_COUNTS
+MAX_CATEGORIES = AC_MAX_CATEGORIES
+DOMAIN_NAMES = ("raw", "mem", "obj")  # index = PYMEM_DOMAIN_RAW/MEM/OBJ
+
+# The mode and domains of the last session, so figures read after stop() keep their meaning
+# (counts-mode byte levels stay None, untracked domains stay refused).
+cdef int _session_mode = 0
+cdef unsigned _session_mask = 0
+
+
+cdef class Stats:
+    """Allocation figures at one instant: immutable, comparable, picklable.
+
+    In ``mode="counts"`` the figures that need the pointer table (``bytes_freed``,
+    ``current_bytes``, ``peak_bytes``, ``live_blocks``, ``untracked_frees``) are ``None``.
+    """
+
+    cdef readonly object allocations
+    cdef readonly object frees
+    cdef readonly object reallocs
+    cdef readonly object bytes_allocated
+    cdef readonly object bytes_freed
+    cdef readonly object current_bytes
+    cdef readonly object peak_bytes
+    cdef readonly object live_blocks
+    cdef readonly object untracked_frees
+
+    _fields = (
+        "allocations", "frees", "reallocs", "bytes_allocated", "bytes_freed",
+        "current_bytes", "peak_bytes", "live_blocks", "untracked_frees",
+    )
+
+    def __init__(self, allocations=0, frees=0, reallocs=0, bytes_allocated=0, bytes_freed=0,
+                 current_bytes=0, peak_bytes=0, live_blocks=0, untracked_frees=0):
+        self.allocations = allocations
+        self.frees = frees
+        self.reallocs = reallocs
+        self.bytes_allocated = bytes_allocated
+        self.bytes_freed = bytes_freed
+        self.current_bytes = current_bytes
+        self.peak_bytes = peak_bytes
+        self.live_blocks = live_blocks
+        self.untracked_frees = untracked_frees
+
+    cdef tuple _values(self):
+        return (self.allocations, self.frees, self.reallocs, self.bytes_allocated,
+                self.bytes_freed, self.current_bytes, self.peak_bytes, self.live_blocks,
+                self.untracked_frees)
+
+    def _asdict(self):
+        """The figures as a ``dict`` (field order kept), e.g. for JSON."""
+        return dict(zip(self._fields, self._values()))
+
+    def _replace(self, **changes):
+        """A copy with some figures replaced (as ``namedtuple._replace``)."""
+        values = self._asdict()
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise TypeError(f"Stats has no field(s) {sorted(unknown)}")
+        values.update(changes)
+        return Stats(**values)
+
+    def __iter__(self):
+        return iter(self._values())
+
+    def __len__(self):
+        return len(self._fields)
+
+    def __eq__(self, other):
+        if not isinstance(other, Stats):
+            return NotImplemented
+        return self._values() == (<Stats>other)._values()
+
+    def __hash__(self):
+        return hash(self._values())
+
+    def __reduce__(self):
+        return (Stats, self._values())
+
+    def __repr__(self):
+        body = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self._values()))
+        return f"Stats({body})"
+
+
+cdef Stats _make_stats(const ac_counters *c, bint exact):
+    cdef Stats s = Stats.__new__(Stats)
+    s.allocations = c.allocations
+    s.frees = c.frees
+    s.reallocs = c.reallocs
+    s.bytes_allocated = c.bytes_allocated
+    if exact:
+        s.bytes_freed = c.bytes_freed
+        s.current_bytes = c.current_bytes
+        s.peak_bytes = c.peak_bytes
+        s.live_blocks = <int64_t>(c.allocations - c.frees)
+        s.untracked_frees = c.untracked_frees
+    else:
+        s.bytes_freed = None
+        s.current_bytes = None
+        s.peak_bytes = None
+        s.live_blocks = None
+        s.untracked_frees = None
+    return s
+
+
+def start(int mode, unsigned mask):
+    """Install/enable the hooks (the caller validated the arguments)."""
+    global _session_mode, _session_mask
+    cdef const char *err = NULL
+    if ac_start(mode, mask, &err) != 0:
+        raise RuntimeError(f"alloccount engine: {err.decode()}")
+    _session_mode = mode
+    _session_mask = mask
+
+
+def stop():
+    """Stop counting; returns the mask of domains left in the chain as pass-through."""
+    return ac_stop()
+
+
+def probe(unsigned mask):
+    """Domains of ``mask`` whose calls still reach our hooks."""
+    return ac_probe(mask)
+
+
+def mode():
+    """Current counting mode (0 when not tracking)."""
+    return ac_mode()
+
+
+def counting_mask():
+    """Domains counted now (0 when not tracking)."""
+    return ac_counting_mask()
+
+
+def session():
+    """(mode, domain mask) of the current or last session; (0, 0) before the first."""
+    return _session_mode, _session_mask
+
+
+def reset_peak():
+    """Set every peak figure (global, per domain, per category) to its current value."""
+    ac_reset_peak()
+
+
+def current_bytes():
+    """Bytes in live blocks allocated since start() (exact mode; 0 in counts mode)."""
+    return ac_current_bytes()
+
+
+def peak_bytes():
+    """High-water mark of current_bytes() since start() or reset_peak()."""
+    return ac_peak_bytes()
+
+
+def allocations():
+    """Allocations counted since start()."""
+    return ac_allocations()
+
+
+def frees():
+    """Frees of tracked blocks since start() (counts mode: all frees)."""
+    return ac_frees()
+
+
+def stats(domain=None):
+    """Figures for all tracked domains, or for one ("raw", "mem" or "obj")."""
+    cdef ac_counters c
+    cdef int d
+    if domain is None:
+        ac_read_total(&c)
+        return _make_stats(&c, _session_mode == AC_MODE_EXACT)
+    if not isinstance(domain, str):
+        raise TypeError(f"stats(domain=...) takes None or a str, not {type(domain).__name__}")
+    try:
+        d = DOMAIN_NAMES.index(domain)
+    except ValueError:
+        raise ValueError(
+            f"stats(domain={domain!r}): unknown domain; expected one of {DOMAIN_NAMES}") from None
+    if not (_session_mask & (1u << d)):
+        tracked = tuple(n for i, n in enumerate(DOMAIN_NAMES) if _session_mask & (1u << i))
+        raise ValueError(
+            f"stats(domain={domain!r}): domain not tracked in this session "
+            f"(tracked: {tracked or 'none, start() was never called'})")
+    ac_read_domain(d, &c)
+    return _make_stats(&c, _session_mode == AC_MODE_EXACT)
+
+
+def category_stats_by_id(int category):
+    """Figures for one category id."""
+    cdef ac_counters c
+    ac_read_category(category, &c)
+    return _make_stats(&c, _session_mode == AC_MODE_EXACT)
+
+
+def set_category(int category):
+    """Set the calling thread's category id; returns the previous one."""
+    cdef int prev = ac_set_category(category)
+    if prev < 0:
+        raise ValueError(f"category id {category} out of range 0..{AC_MAX_CATEGORIES - 1}")
+    return prev
+
+
+def get_category():
+    """The calling thread's category id."""
+    return ac_get_category()
+
+
+def note_category(int category):
+    """Tell the engine a category id is in use."""
+    ac_note_category(category)
+
+
+def self_stats():
+    """The calling thread's own figures (allocations it made, frees it made)."""
+    cdef ac_counters c
+    ac_read_self(&c)
+    return _make_stats(&c, _session_mode == AC_MODE_EXACT)
+
+
+def self_reset_peak():
+    """Calling thread: set its own peak to its current level."""
+    ac_self_reset_peak()
+
+
+def threads():
+    """[(ident, Stats)] for every live thread that allocated since it started."""
+    cdef size_t cap = 64, n
+    cdef ac_thread_figures *buf = NULL
+    while True:
+        buf = <ac_thread_figures *>malloc(cap * sizeof(ac_thread_figures))
+        if buf == NULL:
+            raise MemoryError()
+        n = ac_read_threads(buf, cap)
+        if n <= cap:
+            break
+        free(buf)
+        cap = n + 16
+    try:
+        exact = _session_mode == AC_MODE_EXACT
+        return [(buf[i].ident, _make_stats(&buf[i].counters, exact)) for i in range(n)]
+    finally:
+        free(buf)
+
+
+def engine_info():
+    """Internal state of the engine, for diagnostics and the benchmark."""
+    cdef ac_engine_info info
+    ac_read_engine_info(&info)
+    return {
+        "mode": info.mode,
+        "installed_mask": info.installed_mask,
+        "counting_mask": info.counting_mask,
+        "free_threaded": bool(info.gil_side_locked),
+        "table_capacity": info.table_capacity[0] + info.table_capacity[1],
+        "tracked_blocks": info.table_count[0] + info.table_count[1],
+        "table_bytes": info.table_bytes,
+        "table_insert_failures": info.table_insert_failures,
+        "stale_entries": info.stale_entries,
+        "thread_slots": info.threads,
+        "categories": info.categories,
+    }
+
+
+def read_into(int domain, bytearray out):
+    """Copy one domain's counters (-1: all domains) into ``out`` WITHOUT allocating.
+
+    For tests that must see exact counts (a Stats object is itself an allocation). ``out``
+    is a bytearray of 64 bytes that receives 8 native int64: allocations, frees, reallocs,
+    bytes_allocated, bytes_freed, current_bytes, peak_bytes, untracked_frees.
+    """
+    cdef ac_counters c
+    cdef int64_t *dst
+    if len(out) < 8 * sizeof(int64_t):
+        raise ValueError("read_into needs a bytearray of 64 bytes")
+    if domain < 0:
+        ac_read_total(&c)
+    elif domain < AC_NDOMAINS:
+        ac_read_domain(domain, &c)
+    else:
+        raise ValueError(f"unknown domain index {domain}")
+    dst = <int64_t *>PyByteArray_AS_STRING(out)
+    dst[0] = c.allocations
+    dst[1] = c.frees
+    dst[2] = c.reallocs
+    dst[3] = c.bytes_allocated
+    dst[4] = c.bytes_freed
+    dst[5] = c.current_bytes
+    dst[6] = c.peak_bytes
+    dst[7] = c.untracked_frees

@@ -1,0 +1,47 @@
+"""alloccount: always-on allocation counting for long-running Python services.
+
+A C hook installed with ``PyMem_SetAllocator`` counts every allocation, free and realloc in
+CPython's allocator domains, with the bytes allocated and freed, the bytes in use and the
+peak. See https://github.com/ (docs/) for the user guide.
+
+Quick use::
+
+    import alloccount
+    alloccount.start()                 # mode="exact", domains="all"
+    ...
+    print(alloccount.stats())          # Stats(allocations=..., current_bytes=..., ...)
+    alloccount.current_bytes()         # cheap scalar read for tight loops
+"""
+from ._core import Stats, allocations, current_bytes, engine_info, frees, peak_bytes, stats
+from ._tracking import (
+    DOMAINS,
+    MODES,
+    AllocCountWarning,
+    is_tracking,
+    reset_peak,
+    start,
+    stop,
+    tracked_domains,
+    tracking_mode,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DOMAINS",
+    "MODES",
+    "AllocCountWarning",
+    "Stats",
+    "allocations",
+    "current_bytes",
+    "engine_info",
+    "frees",
+    "is_tracking",
+    "peak_bytes",
+    "reset_peak",
+    "start",
+    "stats",
+    "stop",
+    "tracked_domains",
+    "tracking_mode",
+]
