@@ -6,6 +6,7 @@ Validation of user input and warnings live in the Python layer (alloccount._trac
 """
 
 from libc.stdint cimport int64_t, uint64_t
+cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from libc.stdlib cimport free, malloc
 
@@ -78,48 +79,103 @@ cdef int _session_mode = 0
 cdef unsigned _session_mask = 0
 
 
+cdef enum:
+    N_FIELDS = 9
+    # Figures that need the pointer table: None in counts mode.
+    TABLE_FIELDS = (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
+
+_FIELDS = (
+    "allocations", "frees", "reallocs", "bytes_allocated", "bytes_freed",
+    "current_bytes", "peak_bytes", "live_blocks", "untracked_frees",
+)
+
+
+@cython.freelist(16)
+@cython.final
 cdef class Stats:
     """Allocation figures at one instant: immutable, comparable, picklable.
 
-    In ``mode="counts"`` the figures that need the pointer table (``bytes_freed``,
+    Fields: ``allocations``, ``frees``, ``reallocs``, ``bytes_allocated``, ``bytes_freed``,
+    ``current_bytes``, ``peak_bytes``, ``live_blocks``, ``untracked_frees``. In
+    ``mode="counts"`` the figures that need the pointer table (``bytes_freed``,
     ``current_bytes``, ``peak_bytes``, ``live_blocks``, ``untracked_frees``) are ``None``.
     """
 
-    cdef readonly object allocations
-    cdef readonly object frees
-    cdef readonly object reallocs
-    cdef readonly object bytes_allocated
-    cdef readonly object bytes_freed
-    cdef readonly object current_bytes
-    cdef readonly object peak_bytes
-    cdef readonly object live_blocks
-    cdef readonly object untracked_frees
+    # C fields, boxed on access: stats() in a tight loop pays for one small object, not nine ints.
+    cdef int64_t _v[N_FIELDS]
+    cdef unsigned _none  # bit i set: field i is None
 
-    _fields = (
-        "allocations", "frees", "reallocs", "bytes_allocated", "bytes_freed",
-        "current_bytes", "peak_bytes", "live_blocks", "untracked_frees",
-    )
+    _fields = _FIELDS
 
     def __init__(self, allocations=0, frees=0, reallocs=0, bytes_allocated=0, bytes_freed=0,
                  current_bytes=0, peak_bytes=0, live_blocks=0, untracked_frees=0):
-        self.allocations = allocations
-        self.frees = frees
-        self.reallocs = reallocs
-        self.bytes_allocated = bytes_allocated
-        self.bytes_freed = bytes_freed
-        self.current_bytes = current_bytes
-        self.peak_bytes = peak_bytes
-        self.live_blocks = live_blocks
-        self.untracked_frees = untracked_frees
+        cdef int i
+        values = (allocations, frees, reallocs, bytes_allocated, bytes_freed,
+                  current_bytes, peak_bytes, live_blocks, untracked_frees)
+        self._none = 0
+        for i in range(N_FIELDS):
+            if values[i] is None:
+                self._none |= 1u << i
+                self._v[i] = 0
+            else:
+                self._v[i] = values[i]
+
+    cdef inline object _get(self, int i):
+        if self._none & (1u << i):
+            return None
+        return self._v[i]
+
+    @property
+    def allocations(self):
+        """Blocks allocated since start()."""
+        return self._get(0)
+
+    @property
+    def frees(self):
+        """Frees of blocks allocated since start() (counts mode: every free)."""
+        return self._get(1)
+
+    @property
+    def reallocs(self):
+        """Successful reallocs of a non-NULL pointer."""
+        return self._get(2)
+
+    @property
+    def bytes_allocated(self):
+        """Bytes requested by allocations and reallocs (new size)."""
+        return self._get(3)
+
+    @property
+    def bytes_freed(self):
+        """Bytes of tracked blocks freed or reallocated away (None in counts mode)."""
+        return self._get(4)
+
+    @property
+    def current_bytes(self):
+        """Bytes in live tracked blocks (None in counts mode)."""
+        return self._get(5)
+
+    @property
+    def peak_bytes(self):
+        """High-water mark of current_bytes (None in counts mode)."""
+        return self._get(6)
+
+    @property
+    def live_blocks(self):
+        """allocations - frees (None in counts mode)."""
+        return self._get(7)
+
+    @property
+    def untracked_frees(self):
+        """Frees of blocks allocated before start() (None in counts mode)."""
+        return self._get(8)
 
     cdef tuple _values(self):
-        return (self.allocations, self.frees, self.reallocs, self.bytes_allocated,
-                self.bytes_freed, self.current_bytes, self.peak_bytes, self.live_blocks,
-                self.untracked_frees)
+        return tuple([self._get(i) for i in range(N_FIELDS)])
 
     def _asdict(self):
         """The figures as a ``dict`` (field order kept), e.g. for JSON."""
-        return dict(zip(self._fields, self._values()))
+        return dict(zip(_FIELDS, self._values()))
 
     def _replace(self, **changes):
         """A copy with some figures replaced (as ``namedtuple._replace``)."""
@@ -134,7 +190,7 @@ cdef class Stats:
         return iter(self._values())
 
     def __len__(self):
-        return len(self._fields)
+        return N_FIELDS
 
     def __eq__(self, other):
         if not isinstance(other, Stats):
@@ -148,28 +204,22 @@ cdef class Stats:
         return (Stats, self._values())
 
     def __repr__(self):
-        body = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self._values()))
+        body = ", ".join(f"{name}={value!r}" for name, value in zip(_FIELDS, self._values()))
         return f"Stats({body})"
 
 
 cdef Stats _make_stats(const ac_counters *c, bint exact):
     cdef Stats s = Stats.__new__(Stats)
-    s.allocations = c.allocations
-    s.frees = c.frees
-    s.reallocs = c.reallocs
-    s.bytes_allocated = c.bytes_allocated
-    if exact:
-        s.bytes_freed = c.bytes_freed
-        s.current_bytes = c.current_bytes
-        s.peak_bytes = c.peak_bytes
-        s.live_blocks = <int64_t>(c.allocations - c.frees)
-        s.untracked_frees = c.untracked_frees
-    else:
-        s.bytes_freed = None
-        s.current_bytes = None
-        s.peak_bytes = None
-        s.live_blocks = None
-        s.untracked_frees = None
+    s._v[0] = c.allocations
+    s._v[1] = c.frees
+    s._v[2] = c.reallocs
+    s._v[3] = c.bytes_allocated
+    s._v[4] = c.bytes_freed
+    s._v[5] = c.current_bytes
+    s._v[6] = c.peak_bytes
+    s._v[7] = <int64_t>(c.allocations - c.frees)
+    s._v[8] = c.untracked_frees
+    s._none = 0 if exact else TABLE_FIELDS
     return s
 
 

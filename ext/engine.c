@@ -90,7 +90,8 @@ typedef struct {
     ac_slot *slots;
     size_t mask;    /* capacity - 1 */
     size_t count;
-    unsigned shift; /* 64 - log2(capacity): Fibonacci hashing keeps the product's high bits */
+    size_t sparse_pops; /* pops while under 1/16 load since the last resize */
+    unsigned shift;     /* 64 - log2(capacity): Fibonacci hashing keeps the product's high bits */
 } ac_table;
 
 #define AC_SIZE_BITS 48
@@ -117,6 +118,7 @@ static int ac_table_init(ac_table *t, unsigned bits)
     t->slots = slots;
     t->mask = ((size_t)1 << bits) - 1;
     t->count = 0;
+    t->sparse_pops = 0;
     t->shift = 64 - bits;
     return 0;
 }
@@ -202,8 +204,11 @@ AC_INLINE int ac_table_pop(ac_table *t, uintptr_t key, uint64_t *value)
     }
     t->slots[i].key = 0;
     t->count--;
-    /* Shrink at 1/16 load so a one-off spike does not pin its table for the process life. */
-    if (AC_UNLIKELY(16 * t->count < mask + 1 && ac_table_bits(t) > AC_TABLE_MIN_BITS)) {
+    /* Shrink once the table has stayed under 1/16 load for capacity/2 pops: a one-off spike
+     * does not pin its table for the life of the process, and a workload that fills and
+     * empties the table every cycle (pyperformance's float) does not rehash every cycle. */
+    if (AC_UNLIKELY(16 * t->count < mask + 1) && ++t->sparse_pops > (mask + 1) / 2 &&
+        ac_table_bits(t) > AC_TABLE_MIN_BITS) {
         (void)ac_table_rehash(t, ac_table_bits(t) - 1); /* failure just keeps the big table */
     }
     return 1;
@@ -411,13 +416,19 @@ static void ac_atfork_child(void)
 
 /* ---------------------------------------------------------------- accounting */
 
-static void ac_record_alloc(int d, ac_tls *t, void *p, size_t n, int mode)
+/* The record functions are inlined into each domain's hook, so the side (and with it the
+ * lock and the mode re-check) is a compile-time constant: the GIL side pays for neither. */
+#define AC_STOPPED_MEANWHILE(side, d, mode) \
+    ((side) == AC_SIDE_LOCKED && AC_UNLIKELY(AC_LOAD(s_dom_mode[d]) != (mode)))
+
+AC_INLINE void ac_record_alloc(int d, ac_tls *t, void *p, size_t n, int mode)
 {
     const int side = AC_SIDE_OF(d);
     ac_thread *th = ac_self(t);
     int cat = t->category;
     AC_SIDE_LOCK(side);
-    if (AC_UNLIKELY(AC_LOAD(s_dom_mode[d]) != mode)) goto done; /* stopped meanwhile */
+    /* A RAW hook may have raced with stop() on another thread; the GIL side cannot. */
+    if (AC_STOPPED_MEANWHILE(side, d, mode)) goto done;
     if (mode == AC_MODE_EXACT) {
         uint64_t stale;
         int rc = ac_table_put(&s_side[side].table, (uintptr_t)p, AC_PACK(n, cat), &stale);
@@ -445,12 +456,12 @@ done:
 
 /* Called BEFORE the real free: once the block is freed another thread may be handed the same
  * address and insert it, so our entry must be gone by then. */
-static void ac_record_free(int d, ac_tls *t, void *p, int mode)
+AC_INLINE void ac_record_free(int d, ac_tls *t, void *p, int mode)
 {
     const int side = AC_SIDE_OF(d);
     ac_thread *th = ac_self(t);
     AC_SIDE_LOCK(side);
-    if (AC_UNLIKELY(AC_LOAD(s_dom_mode[d]) != mode)) goto done;
+    if (AC_STOPPED_MEANWHILE(side, d, mode)) goto done;
     if (mode == AC_MODE_EXACT) {
         uint64_t value;
         if (AC_LIKELY(ac_table_pop(&s_side[side].table, (uintptr_t)p, &value))) {
