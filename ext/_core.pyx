@@ -408,3 +408,54 @@ def read_into(int domain, bytearray out):
     dst[5] = c.current_bytes
     dst[6] = c.peak_bytes
     dst[7] = c.untracked_frees
+
+
+cdef inline void _store_counters(const ac_counters *c, int64_t *dst):
+    dst[0] = c.allocations
+    dst[1] = c.frees
+    dst[2] = c.reallocs
+    dst[3] = c.bytes_allocated
+    dst[4] = c.bytes_freed
+    dst[5] = c.current_bytes
+    dst[6] = c.peak_bytes
+    dst[7] = c.untracked_frees
+
+
+def self_read_into(bytearray out):
+    """The calling thread's counters into ``out`` (64 bytes, see read_into), allocating nothing."""
+    cdef ac_counters c
+    if len(out) < 8 * sizeof(int64_t):
+        raise ValueError("self_read_into needs a bytearray of 64 bytes")
+    ac_read_self(&c)
+    _store_counters(&c, <int64_t *>PyByteArray_AS_STRING(out))
+
+
+def category_snapshot(int count):
+    """(total Stats, [Stats of category 0..count-1]), all read before any object is built.
+
+    Reading every counter first keeps the snapshot consistent: building the result allocates,
+    and those allocations would otherwise land between two categories' reads.
+    """
+    cdef ac_counters total
+    cdef ac_counters *cats
+    cdef int i
+    cdef bint exact = _session_mode == AC_MODE_EXACT
+    if count < 0 or count > AC_MAX_CATEGORIES:
+        raise ValueError(f"category count {count} out of range")
+    cats = <ac_counters *>malloc((count + 1) * sizeof(ac_counters))
+    if cats == NULL:
+        raise MemoryError()
+    try:
+        ac_read_total(&total)
+        for i in range(count):
+            ac_read_category(i, &cats[i])
+        result = []
+        for i in range(count):
+            s = _make_stats(&cats[i], exact)
+            # Per category: a free of a block from before start() has no category, and in
+            # counts mode no free can be attributed (no table).
+            (<Stats>s)._none |= (1u << 8) | (0 if exact else (1u << 1))
+            result.append(s)
+        return _make_stats(&total, exact), result
+    finally:
+        free(cats)

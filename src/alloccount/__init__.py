@@ -13,6 +13,17 @@ Quick use::
     alloccount.current_bytes()         # cheap scalar read for tight loops
 """
 from ._core import Stats, allocations, current_bytes, engine_info, frees, peak_bytes, stats
+from .categories import (
+    MAX_CATEGORIES,
+    UNCATEGORIZED,
+    Category,
+    CategoryLimitError,
+    category,
+    category_stats,
+    current_category,
+    install_asyncio,
+)
+from .scopes import AllocationLimitError, Measurement, ThreadKey, limit, measure, no_allocations, thread_stats
 from ._tracking import (
     DOMAINS,
     MODES,
@@ -28,6 +39,21 @@ from ._tracking import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_CATEGORIES",
+    "UNCATEGORIZED",
+    "AllocationLimitError",
+    "Category",
+    "CategoryLimitError",
+    "Measurement",
+    "ThreadKey",
+    "category",
+    "category_stats",
+    "current_category",
+    "install_asyncio",
+    "limit",
+    "measure",
+    "no_allocations",
+    "thread_stats",
     "DOMAINS",
     "MODES",
     "AllocCountWarning",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["format_bytes", "format_duration", "parse_bytes"]
+__all__ = ["format_bytes", "format_duration", "format_rate", "parse_bytes"]
 
 _BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -49,6 +49,14 @@ def format_bytes(n: float, *, precision: int = 1) -> str:
         exponent += 1
         scaled /= 1024
     return f"{sign}{scaled:.{precision}f} {_BINARY_UNITS[exponent]}"
+
+
+def format_rate(bytes_per_s: float) -> str:
+    """Format a growth rate: ``2.0 KiB/s``; under 10 B/s with two decimals (``0.25 B/s``), since
+    slow leaks live there and ``0 B/s`` would hide them."""
+    if abs(bytes_per_s) < 10:
+        return f"{bytes_per_s:.2f} B/s"
+    return f"{format_bytes(bytes_per_s)}/s"
 
 
 def parse_bytes(text: str) -> int:
