@@ -260,7 +260,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     leaky = not options.fixed
     gc.disable()  # latency: no cyclic-GC pauses (which is why the strategy cycle leaks)
     bot = Bot(leaky=leaky)
-    bot.run(options.duration, options.rate * options.load)
+    try:
+        bot.run(options.duration, options.rate * options.load)
+    except KeyboardInterrupt:  # a service stops cleanly on Ctrl-C (alloccount stress sends one)
+        pass
     print(
         f"{'leaky' if leaky else 'fixed'} bot: {bot.ticks:,} ticks, {len(bot.book.orders):,} orders in the book, "
         f"{bot.book.fills_seen:,} fills, {len(bot.feed.subscribers)} subscribers, {bot.generation} rebalances"
