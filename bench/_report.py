@@ -36,10 +36,12 @@ def _header(results: dict) -> List[str]:
     lines = [
         f"alloccount overhead benchmark: Python {machine['python_version']} ({machine['python_implementation']}), "
         f"{machine['cpu_count']} CPUs, {machine['platform']}",
-        f"alloccount {machine['alloccount_version']}, memray {machine['memray_version']}; "
+        f"alloccount {machine['alloccount_version']} (core sha256 {machine['alloccount_core_sha256']}), "
+        f"memray {machine['memray_version']}; "
         f"load average {load_start} at start, {load_end} at end; wall time {results['wall_time_s']:.0f} s",
         f"{settings['rounds']} rounds{' (quick)' if settings['quick'] else ''}: every config once per round in "
         "rotated order, one fresh process per run, start-up excluded",
+        "child environment: " + " ".join(f"{name}={value}" for name, value in settings["child_env"].items()),
     ]
     for name, reason in results["skipped_configs"].items():
         lines.append(f"skipped config {name}: {reason}")
@@ -48,7 +50,8 @@ def _header(results: dict) -> List[str]:
 
 def _overhead_section(results: dict) -> List[str]:
     settings, summary = results["settings"], results["overhead"]
-    headers = ["workload", "config", "iterations", "median ms", "ratio", "min-max ratio", "target", "verdict"]
+    headers = ["workload", "config", "iterations", "median ms", "ratio", "min-max ratio", "CPU ratio", "target",
+               "verdict"]
     rows: List[List[str]] = []
     for workload, by_config in summary.items():
         for position, config in enumerate(settings["configs"]):
@@ -56,19 +59,20 @@ def _overhead_section(results: dict) -> List[str]:
             first = workload if position == 0 else ""
             iterations = f"{settings['iterations'][workload]:,}" if position == 0 else ""
             if "median_ns" not in figures:
-                rows.append([first, config, iterations, "FAILED", "", "", "", ""])
+                rows.append([first, config, iterations, "FAILED", "", "", "", "", ""])
                 continue
             spread = f"{figures['ratio_min']:.2f}-{figures['ratio_max']:.2f}x" if figures["ratio"] else ""
             failures = f" ({figures['failures']} failed)" if figures["failures"] else ""
             rows.append([
                 first, config, iterations, _number(figures["median_ns"] / 1e6) + failures, _ratio(figures["ratio"]),
-                spread, _target(figures["target_ratio"]), figures["verdict"],
+                spread, _ratio(figures["cpu_ratio"]), _target(figures["target_ratio"]), figures["verdict"],
             ])
     for position, (config, mean) in enumerate(results["geometric_mean_ratio"].items()):
-        rows.append(["geometric mean" if position == 0 else "", config, "", "", _ratio(mean), "", "", ""])
+        rows.append(["geometric mean" if position == 0 else "", config, "", "", _ratio(mean), "", "", "", ""])
     return [
-        "Overhead: time of the timed loop; ratio = median / untracked median of the same workload;",
-        "min-max ratio = fastest and slowest run / untracked median",
+        "Overhead: wall time of the timed loop; ratio = median / untracked median of the same workload;",
+        "min-max ratio = fastest and slowest run / untracked median; CPU ratio = the same median ratio for",
+        "process CPU time (less sensitive to other jobs on the machine); verdicts use the wall-time ratio",
         _table(headers, rows),
     ]
 

@@ -6,7 +6,8 @@ Usage::
 
 Sequence: install the configuration, set the workload up, run the warm-up iterations, collect
 garbage, then time ``ITERATIONS`` iterations with ``time.perf_counter_ns``; only that loop is in
-``elapsed_ns`` (interpreter start-up, imports, set-up and warm-up are not). ``ITERATIONS`` may be 0:
+``elapsed_ns`` (interpreter start-up, imports, set-up and warm-up are not); ``cpu_ns`` is the
+process CPU time of the same loop. ``ITERATIONS`` may be 0:
 ``overhead.py --callgrind`` subtracts such a run's instruction count to isolate the timed loop.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import gc
 import json
 import sys
 import time
+from typing import List, Optional
 
 import _configs
 import _workloads
@@ -26,7 +28,7 @@ def default_warmup_iterations(iterations: int) -> int:
     return max(1, iterations // 10)
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload", choices=_workloads.workload_names())
     parser.add_argument("config", choices=_configs.CONFIG_NAMES)
@@ -50,10 +52,13 @@ def main(argv=None) -> int:
         run(warmup_iterations)
         # Start every timed loop from the same state: no garbage left over from the warm-up.
         gc.collect()
-        start_ns = time.perf_counter_ns()
+        start_ns, start_cpu_ns = time.perf_counter_ns(), time.process_time_ns()
         if args.iterations:
             run(args.iterations)
         elapsed_ns = time.perf_counter_ns() - start_ns
+        # CPU time of the whole process (all threads): unlike wall time, it does not grow while
+        # other jobs on a shared machine hold the CPUs, so it helps tell overhead from noise.
+        cpu_ns = time.process_time_ns() - start_cpu_ns
         del run
 
     result = {
@@ -62,6 +67,7 @@ def main(argv=None) -> int:
         "iterations": args.iterations,
         "warmup_iterations": warmup_iterations,
         "elapsed_ns": elapsed_ns,
+        "cpu_ns": cpu_ns,
         "config_info": config_info,
     }
     json.dump(result, sys.stdout)

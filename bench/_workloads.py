@@ -151,11 +151,21 @@ def _setup_threads_mixed() -> RunFn:
 
     def run(iterations: int) -> None:
         units_per_thread = max(1, iterations // _THREADS)
-        threads = [threading.Thread(target=worker, args=(units_per_thread,)) for _ in range(_THREADS)]
+        errors: List[BaseException] = []
+
+        def guarded_worker() -> None:
+            try:
+                worker(units_per_thread)
+            except BaseException as error:  # re-raised below: a failed thread must not look fast
+                errors.append(error)
+
+        threads = [threading.Thread(target=guarded_worker) for _ in range(_THREADS)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        if errors:
+            raise errors[0]
 
     return run
 

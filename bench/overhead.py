@@ -15,15 +15,17 @@ Ratios are to the untracked median of the same workload. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import _configs
 import _report
@@ -35,8 +37,9 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 RUNNER_PATH = os.path.join(BENCH_DIR, "_runner.py")
 
 DEFAULT_ROUNDS = 5
-QUICK_ROUNDS = 2
-QUICK_ITERATION_DIVISOR = 20  # a quick run times 1/20 of the calibrated iterations
+QUICK_ROUNDS = 3
+QUICK_ITERATION_DIVISOR = 10  # a quick run times 1/10 of the calibrated iterations (~30-70 ms)
+CALLGRIND_ITERATION_DIVISOR = 20  # callgrind runs ~50x slower; 1/20 keeps each run within seconds
 TABLE_SIZES = [10_000, 100_000, 1_000_000]
 QUICK_TABLE_SIZES = [10_000, 100_000]
 READ_REPEATS, READ_CALLS = 51, 200_000
@@ -49,8 +52,23 @@ COUNTS_TARGET_RATIO = 1.05
 READ_TARGET_RATIOS = {"alloccount.current_bytes()": 1.5, "alloccount.stats()": 8.0}
 TABLE_BYTES_PER_BLOCK_TARGET = 32.0
 
-# Fixed hash seed in the children: dict/set layouts, hence timings, are the same in every run.
-CHILD_ENV = dict(os.environ, PYTHONHASHSEED="0")
+# glibc trims a thread arena's heap as soon as its free top exceeds the trim threshold, and the next
+# allocation faults the pages back in. Whether that happens depends on where long-lived blocks land,
+# which any tracker's own allocations perturb: measured on threads_mixed, the untracked run spent
+# 0.3 s of system time in 117k page faults that the exact run avoided by chance, so exact looked 2x
+# *faster*. A fixed threshold, the same for every config, keeps that out of the comparison.
+GLIBC_TRIM_TUNABLE = "glibc.malloc.trim_threshold=67108864"  # 64 MiB
+
+
+def configure_child_environment(glibc_default_trim: bool) -> Dict[str, str]:
+    """Set the environment every bench child inherits; return the settings for the report."""
+    # Fixed hash seed: dict/set layouts, hence timings, are the same in every run.
+    settings = {"PYTHONHASHSEED": "0"}
+    if not glibc_default_trim:
+        existing = os.environ.get("GLIBC_TUNABLES")
+        settings["GLIBC_TUNABLES"] = f"{existing}:{GLIBC_TRIM_TUNABLE}" if existing else GLIBC_TRIM_TUNABLE
+    os.environ.update(settings)
+    return settings
 
 
 def target_ratio(workload: str, config: str) -> Optional[float]:
@@ -71,12 +89,15 @@ def verdict(measured: Optional[float], target: Optional[float]) -> str:
 
 def _run_json(command: List[str]) -> dict:
     """Run a bench child process and parse the JSON object on its last stdout line."""
-    completed = subprocess.run(command, capture_output=True, text=True, env=CHILD_ENV)
+    completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(
             f"{' '.join(command)} exited with {completed.returncode}:\n{completed.stderr.strip()}"
         )
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    try:
+        return json.loads(completed.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError) as error:
+        raise RuntimeError(f"{' '.join(command)} printed no JSON result ({error}):\n{completed.stderr.strip()}")
 
 
 def machine_info() -> dict:
@@ -96,6 +117,15 @@ def machine_info() -> dict:
             info[f"{module_name}_version"] = getattr(module, "__version__", "unknown")
         except Exception:  # not installed: the report says which configs were skipped and why
             info[f"{module_name}_version"] = None
+    try:
+        import alloccount._core
+
+        # The version string does not change while the engine is being worked on; the hash of the
+        # compiled core tells which build a result file was measured with.
+        with open(alloccount._core.__file__, "rb") as core_file:
+            info["alloccount_core_sha256"] = hashlib.sha256(core_file.read()).hexdigest()[:16]
+    except Exception:
+        info["alloccount_core_sha256"] = None
     return info
 
 
@@ -125,19 +155,24 @@ def run_rounds(workloads: List[str], configs: List[str], rounds: int, iteration_
 
 
 def summarize_overhead(runs: List[dict], workloads: List[str], configs: List[str]) -> Dict[str, Dict[str, dict]]:
-    """Median, min, max per (workload, config), ratios to the untracked median, targets, verdicts."""
+    """Median, min, max per (workload, config), ratios to the untracked median, targets, verdicts.
+
+    Verdicts use wall time (``elapsed_ns``); the CPU-time ratio is reported beside it as a check.
+    """
     summary: Dict[str, Dict[str, dict]] = {}
     for workload in workloads:
-        elapsed_by_config = {
-            config: [run["elapsed_ns"] for run in runs
+        good_runs = {
+            config: [run for run in runs
                      if run["workload"] == workload and run["config"] == config and "error" not in run]
             for config in configs
         }
-        untracked_ns = elapsed_by_config.get("untracked") or []
-        baseline_ns = statistics.median(untracked_ns) if untracked_ns else None
+        untracked_runs = good_runs.get("untracked") or []
+        baseline_ns = statistics.median(run["elapsed_ns"] for run in untracked_runs) if untracked_runs else None
+        baseline_cpu_ns = statistics.median(run["cpu_ns"] for run in untracked_runs) if untracked_runs else None
         summary[workload] = {}
         for config in configs:
-            elapsed_ns = elapsed_by_config[config]
+            elapsed_ns = [run["elapsed_ns"] for run in good_runs[config]]
+            cpu_median_ns = statistics.median(run["cpu_ns"] for run in good_runs[config]) if elapsed_ns else None
             failures = sum(1 for run in runs if run["workload"] == workload
                            and run["config"] == config and "error" in run)
             if not elapsed_ns:
@@ -153,6 +188,8 @@ def summarize_overhead(runs: List[dict], workloads: List[str], configs: List[str
                 "ratio": ratio,
                 "ratio_min": min(elapsed_ns) / baseline_ns if baseline_ns else None,
                 "ratio_max": max(elapsed_ns) / baseline_ns if baseline_ns else None,
+                "cpu_median_ns": cpu_median_ns,
+                "cpu_ratio": cpu_median_ns / baseline_cpu_ns if baseline_cpu_ns else None,
                 "target_ratio": target,
                 "verdict": verdict(ratio, target),
                 "failures": failures,
@@ -233,7 +270,7 @@ def run_callgrind(workload: str, configs: List[str], iterations: Optional[int]) 
     warm-up, which a whole-process instruction count would otherwise include.
     """
     if iterations is None:
-        iterations = max(1, _workloads.WORKLOADS[workload].iterations // QUICK_ITERATION_DIVISOR)
+        iterations = max(1, _workloads.WORKLOADS[workload].iterations // CALLGRIND_ITERATION_DIVISOR)
     warmup_iterations = _runner.default_warmup_iterations(iterations)
     result = {"workload": workload, "iterations": iterations, "warmup_iterations": warmup_iterations, "configs": {}}
     for config in configs:
@@ -280,8 +317,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--callgrind", metavar="WORKLOAD", choices=_workloads.workload_names(),
                         help="instead of timing: count the timed loop's instructions under callgrind "
                              "for --configs (default here: untracked,exact,counts)")
+    parser.add_argument("--glibc-default-trim", action="store_true",
+                        help=f"run children with glibc's own heap trimming instead of {GLIBC_TRIM_TUNABLE}")
     parser.add_argument("--iterations", type=int, default=None,
-                        help=f"with --callgrind: iterations to run (default: calibrated/{QUICK_ITERATION_DIVISOR})")
+                        help=f"with --callgrind: iterations to run (default: calibrated/{CALLGRIND_ITERATION_DIVISOR})")
     args = parser.parse_args(argv)
 
     workloads = _names(args.workloads, _workloads.workload_names(), "workload")
@@ -293,14 +332,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         requested = list(_configs.CONFIG_NAMES)
     if "untracked" not in requested:
         requested.insert(0, "untracked")  # every ratio is relative to it
+    child_env = configure_child_environment(args.glibc_default_trim)
     skipped = {name: reason for name in requested if (reason := _configs.unavailable_reason(name))}
     configs = [name for name in requested if name not in skipped]
 
     if args.callgrind:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("--callgrind needs valgrind on PATH (Debian: apt-get install valgrind)")
         result = run_callgrind(args.callgrind, configs, args.iterations)
         print(_report.format_callgrind(result, skipped))
         if args.json:
-            _write_json(args.json, {"machine": machine_info(), "skipped_configs": skipped, "callgrind": result})
+            _write_json(args.json, {"machine": machine_info(), "child_env": child_env,
+                                    "skipped_configs": skipped, "callgrind": result})
         return 0
 
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
@@ -310,7 +353,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     results["settings"] = {
         "rounds": rounds, "quick": args.quick, "workloads": workloads, "configs": configs,
         "iterations": {name: max(1, _workloads.WORKLOADS[name].iterations // iteration_divisor) for name in workloads},
-        "child_env": {"PYTHONHASHSEED": CHILD_ENV["PYTHONHASHSEED"]},
+        "child_env": child_env,
     }
     runs = run_rounds(workloads, configs, rounds, iteration_divisor)
     summary = summarize_overhead(runs, workloads, configs)
@@ -335,7 +378,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 1 if errors else 0
 
 
-def _or_error(measure, *args):
+def _or_error(measure: Callable[..., Any], *args: Any) -> Any:
     """Run one measurement section; a crash in it is reported, not allowed to lose the others."""
     try:
         return measure(*args)

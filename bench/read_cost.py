@@ -27,7 +27,7 @@ import statistics
 import sys
 import time
 import timeit
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 NOOP_NAME = "gc.isenabled()"
 EMPTY_LOOP_NAME = "<empty loop>"
@@ -50,7 +50,7 @@ def _time_per_call_ns(candidates: Dict[str, Callable[[], object]], calls: int, r
     return samples_ns
 
 
-def _alloccount_reads() -> tuple:
+def _alloccount_reads() -> Tuple[Dict[str, Callable[[], object]], Optional[str]]:
     """(candidates, None) with tracking started in exact mode, or ({}, reason) if unavailable."""
     try:
         import alloccount
