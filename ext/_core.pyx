@@ -459,3 +459,49 @@ def category_snapshot(int count):
         return _make_stats(&total, exact), result
     finally:
         free(cats)
+
+
+# ---------------------------------------------------------------- category scopes
+
+from cpython.contextvars cimport PyContextVar_Set, get_value_no_default
+
+# The current category chain lives in a ContextVar owned by alloccount.categories (so each
+# thread and asyncio task has its own): (id, parent chain), root (0, None).
+cdef object _category_var = None
+cdef tuple _ROOT_STATE = (0, None)
+
+
+def bind_category_state(var):
+    """Give the engine the ContextVar that holds the category chain (categories.py does it)."""
+    global _category_var
+    _category_var = var
+
+
+cdef class CategoryScope:
+    """Enter/leave a category id: the engine's per-thread id and the context's chain.
+
+    In C because ``with category(...)`` sits in hot loops: a Python-level __enter__/__exit__
+    pair costs more than the rest of the switch. The chain link is allocated before the
+    switch, so a category's own bookkeeping is charged to the enclosing category.
+    """
+
+    cdef readonly int id
+
+    def __cinit__(self, int category_id, *args, **kwargs):
+        if category_id < 0 or category_id >= AC_MAX_CATEGORIES:
+            raise ValueError(f"category id {category_id} out of range")
+        self.id = category_id
+
+    def __enter__(self):
+        PyContextVar_Set(_category_var, (self.id, get_value_no_default(_category_var)))
+        ac_set_category(self.id)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        cdef tuple state = <tuple>get_value_no_default(_category_var)
+        cdef object parent = state[1]
+        if parent is None:
+            parent = _ROOT_STATE
+        ac_set_category(<int>(<tuple>parent)[0])
+        PyContextVar_Set(_category_var, parent)
+        return False

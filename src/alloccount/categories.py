@@ -48,6 +48,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _State = Tuple[int, Any]
 _ROOT: _State = (0, None)
 _state: contextvars.ContextVar[_State] = contextvars.ContextVar("alloccount_category", default=_ROOT)
+_core.bind_category_state(_state)  # CategoryScope (in C) switches through the same chain
 _names: List[str] = [UNCATEGORIZED]  # id -> name
 _ids: Dict[str, int] = {UNCATEGORIZED: 0}
 _instances: Dict[str, "Category"] = {}
@@ -83,34 +84,28 @@ def _category_id(name: object) -> int:
         return new_id
 
 
-class Category:
+class Category(_core.CategoryScope):
     """A named category: a re-entrant context manager and a decorator.
 
     Inside ``with category("orders"):`` every allocation of the current thread (or asyncio
     task) is charged to ``"orders"``; leaving restores the enclosing category. Nesting: the
-    innermost wins. Use :func:`category` to get one.
+    innermost wins. One object may be entered by several threads and tasks at once: the
+    state lives in the entering context, not on the object. Use :func:`category` to get one.
     """
 
-    __slots__ = ("name", "_id")
-
     def __init__(self, name: str) -> None:
-        self._id = _category_id(name)
+        # __cinit__ (in C) took the id: _category_id validated and registered the name.
         self.name = name
+
+    def __new__(cls, name: str) -> "Category":
+        return super().__new__(cls, _category_id(name))  # type: ignore[call-arg]
 
     def __repr__(self) -> str:
         return f"category({self.name!r})"
 
-    def __enter__(self) -> "Category":
-        # The chain link is allocated before the switch: the category's own bookkeeping is
-        # charged to the enclosing category, not to this one.
-        _state.set((self._id, _state.get()))
-        _core.set_category(self._id)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        parent = _state.get()[1] or _ROOT
-        _core.set_category(parent[0])
-        _state.set(parent)
+    @property
+    def _id(self) -> int:
+        return self.id
 
     def __call__(self, func: F) -> F:
         """Decorate a function or coroutine function so its body runs in this category."""
