@@ -23,6 +23,9 @@ from .categories import (
     current_category,
     install_asyncio,
 )
+from .history import History, Sample
+from .leaks import LeakVerdict, detect_leak, detect_leaks
+from .monitor import LeakWarning, Monitor
 from .scopes import AllocationLimitError, Measurement, ThreadKey, limit, measure, no_allocations, thread_stats
 from ._tracking import (
     DOMAINS,
@@ -39,6 +42,13 @@ from ._tracking import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "History",
+    "LeakVerdict",
+    "LeakWarning",
+    "Monitor",
+    "Sample",
+    "detect_leak",
+    "detect_leaks",
     "MAX_CATEGORIES",
     "UNCATEGORIZED",
     "AllocationLimitError",

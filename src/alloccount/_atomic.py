@@ -1,6 +1,7 @@
 """Atomic file replacement: readers see the old file or the new one, never a half-written one."""
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from typing import Union
@@ -32,10 +33,8 @@ def atomic_write(path: PathLike, data: str | bytes) -> None:
         os.replace(temp, target)
     except BaseException:
         # Never leave a stray temporary behind, whatever interrupted the write.
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-        except FileNotFoundError:
-            pass
         raise
     _fsync_directory(directory)
 

@@ -105,6 +105,7 @@ class History:
             raise ValueError(f"maxlen must be at least 1 (or None for unbounded), got {maxlen}")
         self._samples: collections.deque[bytes] = collections.deque(maxlen=maxlen)
         self._lock = threading.Lock()
+        self._decoded: Optional[List[Sample]] = None  # set on copies only, see copy()
         self.meta: dict[str, Any] = dict(meta or {})
 
     @property
@@ -125,18 +126,27 @@ class History:
         packed = marshal.dumps(sample.to_dict())
         with self._lock:
             self._samples.append(packed)
+            self._decoded = None
 
     def snapshot(self) -> list[Sample]:
         """Return a copy of the samples, oldest first, consistent at one instant."""
         with self._lock:
+            if self._decoded is not None:
+                return list(self._decoded)
             packed = list(self._samples)
         return [Sample.from_dict(marshal.loads(record)) for record in packed]
 
     def copy(self) -> History:
-        """Return an independent history with the same capacity, meta and samples (a snapshot)."""
+        """Return an independent history with the same capacity, meta and samples (a snapshot).
+
+        The copy decodes its samples once and keeps them until something is appended to it:
+        readers such as :func:`alloccount.leaks.detect_leaks` take a copy and read many series
+        from it. (Copies are short-lived; the ring itself never holds decoded samples.)
+        """
         duplicate = History(maxlen=self.maxlen, meta=self.meta)
         with self._lock:
             duplicate._samples.extend(self._samples)
+        duplicate._decoded = duplicate.snapshot()
         return duplicate
 
     def __len__(self) -> int:

@@ -58,7 +58,9 @@ class Monitor:
         on_leak: called with a :class:`LeakVerdict` when a series starts leaking (once, until it
             stops); a :class:`LeakWarning` and a log record are issued as well.
         report_every_s: log a one-line summary at INFO level every so many seconds.
-        check_every: run leak detection every so many samples.
+        check_every: run leak detection every so many samples (default 60: once a minute at
+            1 s; a check over a full two-hour ring with a few categories holds the GIL for
+            ~0.3 s, see bench/monitor_cost.py).
         limits: ``{series key: limit_bytes}`` for the projected time to a limit (keys as in
             :func:`alloccount.leaks.detect_leaks`: ``"total"``, ``"rss"``, ``"category:NAME"``).
         leak_options: passed to :func:`alloccount.leaks.detect_leaks` (``warmup``,
@@ -77,7 +79,7 @@ class Monitor:
         on_sample: Optional[Callable[[Sample], Any]] = None,
         on_leak: Optional[Callable[[LeakVerdict], Any]] = None,
         report_every_s: Optional[float] = None,
-        check_every: int = 10,
+        check_every: int = 60,
         limits: Optional[Mapping[str, float]] = None,
         leak_options: Optional[Mapping[str, Any]] = None,
         meta: Optional[Mapping[str, Any]] = None,

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import datetime
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Tuple
+from typing import Optional
 
+from alloccount._units import format_duration, format_rate
 from alloccount.history import History, Sample
 from alloccount.leaks import CATEGORY_PREFIX, LeakVerdict
 
@@ -35,11 +37,19 @@ class Summary:
     interval_s: Optional[float]
     duration_s: float
     latest: Optional[Sample]
-    categories: Tuple[CategoryRow, ...]
-    verdicts: Tuple[LeakVerdict, ...]
+    categories: tuple[CategoryRow, ...]
+    verdicts: tuple[LeakVerdict, ...]
 
     @property
-    def leaking_names(self) -> List[str]:
+    def run_description(self) -> str:
+        """``started … · N samples every I s · over D``."""
+        text = f"started {self.started} · {self.sample_count:,} samples"
+        if self.interval_s:
+            text += f" every {format_duration(self.interval_s)}"
+        return text + f" · over {format_duration(self.duration_s)}"
+
+    @property
+    def leaking_names(self) -> list[str]:
         """The names of the series with a leak verdict."""
         return [verdict.name for verdict in self.verdicts if verdict.leaking]
 
@@ -68,7 +78,7 @@ def summarize(history: History, verdicts: Mapping[str, LeakVerdict]) -> Summary:
             )
     start_time = meta.get("start_time", samples[0].wall_time if samples else None)
     return Summary(
-        title=_title(meta),
+        title=report_title(meta),
         started=_utc(start_time) if isinstance(start_time, (int, float)) else "unknown",
         sample_count=len(samples),
         interval_s=meta.get("interval_s"),
@@ -80,6 +90,13 @@ def summarize(history: History, verdicts: Mapping[str, LeakVerdict]) -> Summary:
     )
 
 
+def legend_label(label: str, verdict: Optional[LeakVerdict]) -> str:
+    """A chart legend entry: ``label``, plus ``(leak: 2.0 KiB/s)`` when ``verdict`` is a leak."""
+    if verdict is None or not verdict.leaking:
+        return label
+    return f"{label} (leak: {format_rate(verdict.slope_bytes_per_s)})"
+
+
 def _growth_rate(verdict: Optional[LeakVerdict]) -> Optional[float]:
     """The verdict's Theil–Sen slope, or None when the series was too short to fit one."""
     if verdict is None or verdict.window_s == 0.0:
@@ -87,7 +104,7 @@ def _growth_rate(verdict: Optional[LeakVerdict]) -> Optional[float]:
     return verdict.slope_bytes_per_s
 
 
-def _title(meta: Mapping[str, object]) -> str:
+def report_title(meta: Mapping[str, object]) -> str:
     """``alloccount report: <command> (pid N)`` with whatever the meta provides."""
     title = "alloccount report"
     command = meta.get("command")

@@ -1,12 +1,16 @@
-"""A small SVG line chart (time on x, bytes on y), so the HTML report needs no JavaScript library."""
+"""A small SVG line chart (time on x, bytes on y), so the HTML report needs no JavaScript library.
+
+The tick choices (:func:`byte_ticks`, :func:`time_step`, :func:`time_label`) are shared with the
+PNG renderer so both formats label their axes alike.
+"""
 from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
 
-__all__ = ["Line", "line_chart", "PALETTE"]
+__all__ = ["BINARY_UNITS", "PALETTE", "Line", "byte_ticks", "line_chart", "time_label", "time_step"]
 
 #: Tableau 10: distinct, colour-blind friendlier than the SVG named colours.
 PALETTE = (
@@ -19,7 +23,8 @@ _MAX_POINTS_PER_LINE = 1200
 _MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 84, 16, 34, 34
 _LEGEND_ROW_HEIGHT = 20
 _TIME_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
-_BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+#: Axis units, one per power of 1024.
+BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
 @dataclass(frozen=True)
@@ -89,28 +94,41 @@ class _Frame:
         span = self.height - _MARGIN_TOP - _MARGIN_BOTTOM
         return self.height - _MARGIN_BOTTOM - (value - self.v_min) / (self.v_max - self.v_min) * span
 
-    def axes(self) -> List[str]:
-        """Grid lines and tick labels for both axes."""
-        parts = []
+    def axes(self) -> list[str]:
+        """Grid lines and tick labels for both axes, inside a frame."""
         left, right = _MARGIN_LEFT, self.width - _MARGIN_RIGHT
         top, bottom = _MARGIN_TOP, self.height - _MARGIN_BOTTOM
-        unit_index, step = _byte_ticks(self.v_min, self.v_max)
-        scale = 1024**unit_index
-        value = math.ceil(self.v_min / (step * scale)) * step * scale
-        while value <= self.v_max:
-            y = self.y(value)
-            label = f"{value / scale:g} {_BINARY_UNITS[unit_index]}"
-            parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" class="grid"/>')
-            parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{label}</text>')
-            value += step * scale
-        time_step = _time_step(self.t_max - self.t_min)
-        t = math.ceil(self.t_min / time_step) * time_step
-        while t <= self.t_max:
-            x = self.x(t)
-            parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" class="grid"/>')
-            parts.append(f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle" class="tick">{_time_label(t, time_step)}</text>')
-            t += time_step
+        parts = self._value_ticks(left, right) + self._time_ticks(top, bottom)
         parts.append(f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" class="frame"/>')
+        return parts
+
+    def _value_ticks(self, left: int, right: int) -> list[str]:
+        """Horizontal grid lines labelled in one binary unit (``5 MiB``, ``10 MiB``)."""
+        unit_index, step = byte_ticks(self.v_min, self.v_max)
+        scale = 1024**unit_index
+        parts = []
+        # Index-based, not repeated addition: 0.1-style steps would drift and lose the last tick.
+        for k in range(math.ceil(self.v_min / (step * scale)), math.floor(self.v_max / (step * scale)) + 1):
+            value = k * step * scale
+            y = self.y(value)
+            parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" class="grid"/>')
+            parts.append(
+                f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">'
+                f"{k * step:g} {BINARY_UNITS[unit_index]}</text>"
+            )
+        return parts
+
+    def _time_ticks(self, top: int, bottom: int) -> list[str]:
+        """Vertical grid lines at clock-friendly times (``10 min``, ``20 min``)."""
+        step = time_step(self.t_max - self.t_min)
+        parts = []
+        for k in range(math.ceil(self.t_min / step), math.floor(self.t_max / step) + 1):
+            x = self.x(k * step)
+            parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" class="grid"/>')
+            parts.append(
+                f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle" class="tick">'
+                f"{time_label(k * step, step)}</text>"
+            )
         return parts
 
     def polyline(self, line: Line) -> str:
@@ -123,7 +141,7 @@ class _Frame:
         )
 
 
-def _legend(lines: Sequence[Line], width: int, top: int) -> Tuple[List[str], int]:
+def _legend(lines: Sequence[Line], width: int, top: int) -> tuple[list[str], int]:
     """Legend entries left to right from ``top``, wrapped to ``width``; returns them and their height."""
     parts = []
     x, y = _MARGIN_LEFT, top + 4
@@ -139,7 +157,7 @@ def _legend(lines: Sequence[Line], width: int, top: int) -> Tuple[List[str], int
     return parts, (y - top + _LEGEND_ROW_HEIGHT if lines else 0)
 
 
-def _thin(times: Sequence[float], values: Sequence[float]) -> List[Tuple[float, float]]:
+def _thin(times: Sequence[float], values: Sequence[float]) -> list[tuple[float, float]]:
     """At most ~_MAX_POINTS_PER_LINE points, keeping each bucket's minimum and maximum.
 
     Keeping both extremes (rather than every k-th point) preserves the sawtooth envelope and the
@@ -158,10 +176,10 @@ def _thin(times: Sequence[float], values: Sequence[float]) -> List[Tuple[float, 
     return points
 
 
-def _byte_ticks(v_min: float, v_max: float) -> Tuple[int, float]:
+def byte_ticks(v_min: float, v_max: float) -> tuple[int, float]:
     """The binary unit for the axis and a 1-2-5 tick step in that unit giving 4–8 ticks."""
     unit_index = 0
-    while unit_index < len(_BINARY_UNITS) - 1 and v_max >= 1024 ** (unit_index + 1):
+    while unit_index < len(BINARY_UNITS) - 1 and v_max >= 1024 ** (unit_index + 1):
         unit_index += 1
     span = (v_max - v_min) / 1024**unit_index
     return unit_index, _nice_step(span / 5)
@@ -176,7 +194,7 @@ def _nice_step(raw: float) -> float:
     return 10 * magnitude
 
 
-def _time_step(span_s: float) -> float:
+def time_step(span_s: float) -> float:
     """A clock-friendly tick step (seconds, minutes, hours, days) giving at most ~8 ticks."""
     for step in _TIME_STEPS_S:
         if span_s / step <= 8:
@@ -184,7 +202,7 @@ def _time_step(span_s: float) -> float:
     return 86400.0 * math.ceil(span_s / 86400 / 8)
 
 
-def _time_label(t: float, step: float) -> str:
+def time_label(t: float, step: float) -> str:
     """Tick label in the unit of the step: ``30 s``, ``10 min``, ``2 h``, ``3 d``."""
     if step < 60:
         return f"{t:g} s"

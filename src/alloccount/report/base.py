@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, ClassVar, Mapping, Union
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar, Union
 
 if TYPE_CHECKING:
     from alloccount.history import History

@@ -5,11 +5,12 @@ Self-contained so the report can be attached to a ticket or opened from CI artif
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, AbstractSet, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence, Set
+from typing import TYPE_CHECKING, Optional
 
 from alloccount._units import format_bytes, format_duration, format_rate
 from alloccount.leaks import CATEGORY_PREFIX
-from alloccount.report._summary import Summary, summarize
+from alloccount.report._summary import Summary, legend_label, summarize
 from alloccount.report._svg import PALETTE, Line, line_chart
 from alloccount.report.base import Renderer
 
@@ -31,9 +32,9 @@ h2 { font-size: 1.1em; margin-top: 28px; border-bottom: 1px solid #ddd; padding-
 .banner.leak { background: #fde2e1; color: #8a1c17; border: 1px solid #f0a9a5; }
 .banner.ok { background: #e3f4e1; color: #22571b; border: 1px solid #a8d8a0; }
 table { border-collapse: collapse; margin-top: 8px; font-variant-numeric: tabular-nums; }
-th, td { padding: 4px 12px; border-bottom: 1px solid #eee; text-align: right; }
+th, td { padding: 4px 12px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
-td.reason { text-align: left; }
+th.reason, td.reason { text-align: left; white-space: normal; }
 th { background: #f5f5f5; font-weight: 600; }
 tr.leak td { background: #fde2e1; color: #8a1c17; font-weight: 600; }
 .chart { display: block; margin-top: 12px; }
@@ -57,7 +58,7 @@ class HtmlRenderer(Renderer):
         summary = summarize(history, verdicts)
         body = [
             f"<h1>{_esc(summary.title)}</h1>",
-            f'<p class="run">{_esc(_run_text(summary))}</p>',
+            f'<p class="run">{_esc(summary.run_description)}</p>',
             _banner(summary),
             _memory_chart(history, verdicts),
             _rss_chart(history, verdicts),
@@ -71,14 +72,6 @@ class HtmlRenderer(Renderer):
             + "\n".join(body)
             + "\n</body>\n</html>\n"
         )
-
-
-def _run_text(summary: Summary) -> str:
-    """When the run started, how many samples, over how long."""
-    text = f"started {summary.started} · {summary.sample_count:,} samples"
-    if summary.interval_s:
-        text += f" every {format_duration(summary.interval_s)}"
-    return text + f" · over {format_duration(summary.duration_s)}"
 
 
 def _banner(summary: Summary) -> str:
@@ -109,17 +102,15 @@ def _rss_chart(history: History, verdicts: Mapping[str, LeakVerdict]) -> str:
 
 
 def _line(
-    label: str, color: str, series: Tuple[Sequence[float], Sequence[int]], verdict: Optional[LeakVerdict]
+    label: str, color: str, series: tuple[Sequence[float], Sequence[int]], verdict: Optional[LeakVerdict]
 ) -> Line:
     """A chart line; a leaking series is drawn thicker and labelled with its growth rate."""
     times, values = series
     leaking = verdict is not None and verdict.leaking
-    if leaking:
-        label += f" (leak: {format_rate(verdict.slope_bytes_per_s)})"
-    return Line(label=label, color=color, times_s=times, values=values, emphasized=leaking)
+    return Line(legend_label(label, verdict), color, times_s=times, values=values, emphasized=leaking)
 
 
-def _totals_section(summary: Summary) -> List[str]:
+def _totals_section(summary: Summary) -> list[str]:
     """The latest whole-process counters."""
     latest = summary.latest
     assert latest is not None  # checked by the caller
@@ -142,7 +133,7 @@ def _totals_section(summary: Summary) -> List[str]:
     ]
 
 
-def _categories_section(summary: Summary) -> List[str]:
+def _categories_section(summary: Summary) -> list[str]:
     """One row per category; leaking categories highlighted."""
     if not summary.categories:
         return []
@@ -163,7 +154,7 @@ def _categories_section(summary: Summary) -> List[str]:
     return ["<h2>Categories</h2>", _table(header, rows, leaking_rows=leaking)]
 
 
-def _verdicts_section(summary: Summary) -> List[str]:
+def _verdicts_section(summary: Summary) -> list[str]:
     """Every verdict with its reason; leaks first and highlighted."""
     if not summary.verdicts:
         return []
@@ -184,17 +175,20 @@ def _verdicts_section(summary: Summary) -> List[str]:
 
 
 def _table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], *, leaking_rows: AbstractSet[int], reason_column: int = -1
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, leaking_rows: Set[int], reason_column: int = -1
 ) -> str:
-    """An HTML table; rows whose index is in ``leaking_rows`` get the ``leak`` class."""
-    out = ["<table>", "<tr>" + "".join(f"<th>{_esc(cell)}</th>" for cell in header) + "</tr>"]
-    for index, row in enumerate(rows):
-        css = ' class="leak"' if index in leaking_rows else ""
-        cells = "".join(
-            f'<td class="reason">{_esc(cell)}</td>' if col == reason_column else f"<td>{_esc(cell)}</td>"
+    """An HTML table; rows whose index is in ``leaking_rows`` get the ``leak`` class, and the
+    ``reason_column`` (free text) is left-aligned and may wrap."""
+    def cells(tag: str, row: Sequence[str]) -> str:
+        return "".join(
+            f'<{tag} class="reason">{_esc(cell)}</{tag}>' if col == reason_column else f"<{tag}>{_esc(cell)}</{tag}>"
             for col, cell in enumerate(row)
         )
-        out.append(f"<tr{css}>{cells}</tr>")
+
+    out = ["<table>", f"<tr>{cells('th', header)}</tr>"]
+    for index, row in enumerate(rows):
+        css = ' class="leak"' if index in leaking_rows else ""
+        out.append(f"<tr{css}>{cells('td', row)}</tr>")
     out.append("</table>")
     return "\n".join(out)
 

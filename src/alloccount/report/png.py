@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
-from alloccount._units import format_bytes, format_rate
 from alloccount.leaks import CATEGORY_PREFIX
-from alloccount.report._svg import PALETTE
+from alloccount.report._summary import legend_label, report_title
+from alloccount.report._svg import BINARY_UNITS, PALETTE, byte_ticks, time_label, time_step
 from alloccount.report.base import Renderer
 
 if TYPE_CHECKING:
@@ -26,23 +27,23 @@ class PngRenderer(Renderer):
         """Return the PNG image; ImportError names the extra to install when matplotlib is missing."""
         figure_class, canvas_class, ticker = _matplotlib()
         history = history.copy()
-        figure = figure_class(figsize=(11, 7.5), dpi=100, layout="constrained")
-        memory_axes, rss_axes = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+        # constrained_layout and gridspec_kw (not layout= / height_ratios=) work on matplotlib 3.5.
+        figure = figure_class(figsize=(11, 7.5), dpi=100, constrained_layout=True)
+        memory_axes, rss_axes = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (2, 1)})
         _plot(memory_axes, "total", "#333333", history.series("current_bytes"), verdicts.get("total"))
         for index, category in enumerate(history.categories()):
             verdict = verdicts.get(CATEGORY_PREFIX + category)
             series = history.series("current_bytes", category)
             _plot(memory_axes, category, PALETTE[index % len(PALETTE)], series, verdict)
         _plot(rss_axes, "RSS", PALETTE[0], history.series("rss_bytes"), verdicts.get("rss"))
-        byte_formatter = ticker.FuncFormatter(lambda value, _position: format_bytes(value))
         for axes, title in ((memory_axes, "Tracked memory in use"), (rss_axes, "Resident set size (RSS)")):
             axes.set_title(title, loc="left", fontsize=11)
-            axes.yaxis.set_major_formatter(byte_formatter)
             axes.grid(True, color="#e6e6e6")
             if axes.lines:
+                _label_axes(axes, ticker)
                 axes.legend(loc="upper left", fontsize=9, ncol=3)
-        rss_axes.set_xlabel("time since start (s)")
-        figure.suptitle(_title(history.meta), fontsize=12)
+        rss_axes.set_xlabel("time since start")
+        figure.suptitle(report_title(history.meta), fontsize=12)
         buffer = io.BytesIO()
         canvas_class(figure).print_png(buffer)
         return buffer.getvalue()
@@ -65,20 +66,29 @@ def _matplotlib() -> tuple[Any, Any, Any]:
     return Figure, FigureCanvasAgg, ticker
 
 
-def _plot(axes: Any, label: str, color: str, series: tuple, verdict: LeakVerdict | None) -> None:
+def _label_axes(axes: Any, ticker: Any) -> None:
+    """Ticks like the HTML chart's: 1-2-5 steps in one binary unit, clock-friendly time steps.
+
+    Matplotlib's default locator would put byte ticks at decimal steps (2.4 MiB, 4.8 MiB).
+    """
+    low, high = axes.get_ylim()
+    unit_index, step = byte_ticks(max(low, 0.0), high)
+    scale = 1024**unit_index
+    axes.yaxis.set_major_locator(ticker.MultipleLocator(step * scale))
+    unit = BINARY_UNITS[unit_index]
+    axes.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _pos: f"{value / scale:g} {unit}"))
+    start, end = axes.get_xlim()
+    seconds = time_step(end - start)
+    axes.xaxis.set_major_locator(ticker.MultipleLocator(seconds))
+    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _pos: time_label(value, seconds)))
+
+
+def _plot(
+    axes: Any, label: str, color: str, series: tuple[Sequence[float], Sequence[int]], verdict: Optional[LeakVerdict]
+) -> None:
     """Draw one series; a leaking one thicker, its label carrying the growth rate."""
     times, values = series
     if not times:
         return
     leaking = verdict is not None and verdict.leaking
-    if leaking:
-        label += f" (leak: {format_rate(verdict.slope_bytes_per_s)})"
-    axes.plot(times, values, label=label, color=color, linewidth=2.4 if leaking else 1.2)
-
-
-def _title(meta: Mapping[str, Any]) -> str:
-    """The monitored command, or a generic title."""
-    command = meta.get("command")
-    if isinstance(command, (list, tuple)):
-        command = " ".join(map(str, command))
-    return f"alloccount: {command}" if command else "alloccount report"
+    axes.plot(times, values, label=legend_label(label, verdict), color=color, linewidth=2.4 if leaking else 1.2)

@@ -1,9 +1,10 @@
 """Plain-text report: aligned tables for a terminal or a log file."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Optional
 
-from alloccount._units import format_bytes, format_duration, format_rate
+from alloccount._units import format_bytes, format_rate
 from alloccount.report._summary import Summary, summarize
 from alloccount.report.base import Renderer
 
@@ -22,7 +23,7 @@ class TerminalRenderer(Renderer):
     def render(self, history: History, verdicts: Mapping[str, LeakVerdict]) -> str:
         """Return the report as lines of aligned text."""
         summary = summarize(history, verdicts)
-        lines = [summary.title, _run_line(summary), ""]
+        lines = [summary.title, summary.run_description, ""]
         if summary.latest is None:
             lines.append("no samples recorded")
             return "\n".join(lines) + "\n"
@@ -33,16 +34,7 @@ class TerminalRenderer(Renderer):
         return "\n".join(lines) + "\n"
 
 
-def _run_line(summary: Summary) -> str:
-    """``started … · N samples every I s · over D``."""
-    parts = [f"started {summary.started}", f"{summary.sample_count:,} samples"]
-    if summary.interval_s:
-        parts[-1] += f" every {format_duration(summary.interval_s)}"
-    parts.append(f"over {format_duration(summary.duration_s)}")
-    return " · ".join(parts)
-
-
-def _totals_table(summary: Summary) -> List[str]:
+def _totals_table(summary: Summary) -> list[str]:
     """Whole-process figures of the latest sample."""
     latest = summary.latest
     assert latest is not None  # checked by the caller
@@ -61,7 +53,7 @@ def _totals_table(summary: Summary) -> List[str]:
     )
 
 
-def _categories_table(summary: Summary) -> List[str]:
+def _categories_table(summary: Summary) -> list[str]:
     """One row per category; a trailing ``!`` marks a category with a leak verdict."""
     rows = [["category", "current", "peak", "allocated", "allocs", "frees", "growth"]]
     for row in summary.categories:
@@ -79,7 +71,7 @@ def _categories_table(summary: Summary) -> List[str]:
     return _table(rows)
 
 
-def _verdict_lines(summary: Summary) -> List[str]:
+def _verdict_lines(summary: Summary) -> list[str]:
     """``LEAK`` or ``ok`` per series, then the verdict's reason."""
     if not summary.verdicts:
         return ["leak verdicts: none computed"]
@@ -98,7 +90,7 @@ def _rate(bytes_per_s: Optional[float]) -> str:
     return ("+" if bytes_per_s >= 0 else "") + format_rate(bytes_per_s)
 
 
-def _table(rows: Sequence[Sequence[str]]) -> List[str]:
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
     """Align ``rows`` (the first is the header): first column left, the numbers right."""
     widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
     lines = []
