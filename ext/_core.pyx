@@ -263,24 +263,47 @@ def reset_peak():
     ac_reset_peak()
 
 
+# The scalar getters return the previous int object when the figure has not changed. In a
+# polling loop the returned int is the loop's only allocation: boxing a fresh one each time
+# would change the very level being polled and double the cost of a read. (For the event
+# counts the box is itself the next allocation, so they box on every call.)
+cdef object _last_current = 0, _last_peak = 0, _last_allocations = 0, _last_frees = 0
+
+
 def current_bytes():
     """Bytes in live blocks allocated since start() (exact mode; 0 in counts mode)."""
-    return ac_current_bytes()
+    global _last_current
+    cdef int64_t value = ac_current_bytes()
+    if value != <int64_t>_last_current:
+        _last_current = value
+    return _last_current
 
 
 def peak_bytes():
     """High-water mark of current_bytes() since start() or reset_peak()."""
-    return ac_peak_bytes()
+    global _last_peak
+    cdef int64_t value = ac_peak_bytes()
+    if value != <int64_t>_last_peak:
+        _last_peak = value
+    return _last_peak
 
 
 def allocations():
     """Allocations counted since start()."""
-    return ac_allocations()
+    global _last_allocations
+    cdef uint64_t value = ac_allocations()
+    if value != <uint64_t>_last_allocations:
+        _last_allocations = value
+    return _last_allocations
 
 
 def frees():
     """Frees of tracked blocks since start() (counts mode: all frees)."""
-    return ac_frees()
+    global _last_frees
+    cdef uint64_t value = ac_frees()
+    if value != <uint64_t>_last_frees:
+        _last_frees = value
+    return _last_frees
 
 
 def stats(domain=None):
