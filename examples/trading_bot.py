@@ -265,7 +265,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:  # a service stops cleanly on Ctrl-C (alloccount stress sends one)
         pass
     print(
-        f"{'leaky' if leaky else 'fixed'} bot: {bot.ticks:,} ticks, {len(bot.book.orders):,} orders in the book, "
+        f"{'leaky' if leaky else 'fixed'} bot at load {options.load:g}: {bot.ticks:,} ticks, {len(bot.book.orders):,} orders in the book, "
         f"{bot.book.fills_seen:,} fills, {len(bot.feed.subscribers)} subscribers, {bot.generation} rebalances"
     )
     return 0

@@ -60,7 +60,7 @@ def test_an_exception_in_the_program_shows_its_traceback_and_still_reports(progr
     result = alloccount("run", "--interval", "0.05", str(program), "--fail")
     assert result.returncode == 1
     assert "RuntimeError: boom" in result.stderr
-    assert "leak verdicts" in result.stderr
+    assert "alloccount report" in result.stderr
 
 
 def test_run_module_with_dash_m(tmp_path):
@@ -123,3 +123,27 @@ def test_report_on_a_corrupt_history_is_a_clear_error(tmp_path):
     result = alloccount("report", str(bad))
     assert result.returncode == 2
     assert "history.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_serves_prometheus_metrics_for_the_run():
+    from prometheus_client.parser import text_string_to_metric_families
+    from urllib.request import urlopen
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alloccount", "run", "--interval", "0.1", "--prometheus", "0", str(BOT), "--leaky", "--duration", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+        url = re.search(r"serving Prometheus metrics on (\S+)", line).group(1)
+        assert url.startswith("http://127.0.0.1:")
+        time.sleep(1.0)
+        body = urlopen(url, timeout=10).read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(body)}
+        used = {s.labels["category"]: s.value for s in families["alloccount_used_bytes"].samples}
+        assert used.get("orders", 0) > 0, used
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "leak verdicts" in err

@@ -14,10 +14,16 @@ SCOPE_NOISE_BYTES = 1024
 
 
 def call_cost() -> int:
-    """Allocations made by calling the test helper itself (its argument tuple), measured."""
-    with alloccount.measure() as m:
-        T.cycle("mem", 0, 8)
-    return m.allocations
+    """Allocations made by calling the test helper itself (its argument tuple), measured.
+
+    The least of a few runs: the first call in a process may also create caches.
+    """
+    costs = []
+    for _ in range(3):
+        with alloccount.measure() as m:
+            T.cycle("mem", 0, 8)
+        costs.append(m.allocations)
+    return min(costs)
 
 
 def test_measure_counts_the_block_exactly(exact):
@@ -86,6 +92,9 @@ def test_no_allocations_passes_an_allocation_free_block(exact):
 
     with alloccount.no_allocations():
         pass
+    # CPython 3.9/3.10 allocate a function's frame on its first call (later calls reuse it):
+    # warm the function up once outside the gate, as a benchmark would.
+    best.__wrapped__(prices)
     assert best(prices) == 3.0
 
 

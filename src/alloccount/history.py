@@ -128,6 +128,20 @@ class History:
             self._samples.append(packed)
             self._decoded = None
 
+    def drop_after(self, t_s: float) -> int:
+        """Remove the samples taken after ``t_s`` (newest first), never the first; return how many went.
+
+        ``alloccount run`` uses it for the samples taken while the program was exiting.
+        """
+        dropped = 0
+        with self._lock:
+            while len(self._samples) > 1 and marshal.loads(self._samples[-1])["t_s"] > t_s:
+                self._samples.pop()
+                dropped += 1
+            if dropped:
+                self._decoded = None
+        return dropped
+
     def snapshot(self) -> list[Sample]:
         """Return a copy of the samples, oldest first, consistent at one instant."""
         with self._lock:

@@ -123,11 +123,12 @@ class Monitor:
         self._thread.start()
         return self
 
-    def stop(self, *, final_sample: bool = True) -> None:
+    def stop(self, *, final_sample: bool = True, keep_until_s: Optional[float] = None) -> None:
         """Stop sampling and run leak detection once more over the whole history.
 
-        ``final_sample=False`` skips the last sample: ``alloccount run`` stops after the program
-        has returned and dropped its objects, which is not the state worth reporting.
+        ``final_sample=False`` skips the last sample and ``keep_until_s`` drops the samples
+        taken after that time: ``alloccount run`` stops after the program has returned and
+        dropped its objects, which is not the state worth judging.
         """
         thread = self._thread
         if thread is None:
@@ -138,7 +139,13 @@ class Monitor:
         with self._own:
             if final_sample:
                 self.sample()
+            if keep_until_s is not None:
+                self.history.meta["exit_samples_dropped"] = self.history.drop_after(keep_until_s)
             self.check()
+
+    def elapsed_s(self) -> float:
+        """Seconds since :meth:`start`, on the clock of the samples' ``t_s``."""
+        return time.monotonic() - self._t0
 
     def __enter__(self) -> "Monitor":
         return self.start()
