@@ -33,54 +33,22 @@ cdef int _domain(str name) except -1:
 
 def malloc(str domain, size_t size):
     """Allocate ``size`` bytes in ``domain``; returns the address (0 on failure)."""
-    cdef int d = _domain(domain)
-    cdef void *p
-    if d == 0:
-        p = PyMem_RawMalloc(size)
-    elif d == 1:
-        p = PyMem_Malloc(size)
-    else:
-        p = PyObject_Malloc(size)
-    return <uintptr_t>p
+    return <uintptr_t>_malloc(_domain(domain), size)
 
 
 def calloc(str domain, size_t nelem, size_t elsize):
     """Allocate ``nelem * elsize`` zeroed bytes; returns the address (0 on failure)."""
-    cdef int d = _domain(domain)
-    cdef void *p
-    if d == 0:
-        p = PyMem_RawCalloc(nelem, elsize)
-    elif d == 1:
-        p = PyMem_Calloc(nelem, elsize)
-    else:
-        p = PyObject_Calloc(nelem, elsize)
-    return <uintptr_t>p
+    return <uintptr_t>_calloc(_domain(domain), nelem, elsize)
 
 
 def realloc(str domain, uintptr_t address, size_t size):
     """Resize the block at ``address``; returns the new address (0 on failure)."""
-    cdef int d = _domain(domain)
-    cdef void *p = <void *>address
-    cdef void *q
-    if d == 0:
-        q = PyMem_RawRealloc(p, size)
-    elif d == 1:
-        q = PyMem_Realloc(p, size)
-    else:
-        q = PyObject_Realloc(p, size)
-    return <uintptr_t>q
+    return <uintptr_t>_realloc(_domain(domain), <void *>address, size)
 
 
 def free(str domain, uintptr_t address):
     """Free the block at ``address`` (0 is allowed, as free(NULL))."""
-    cdef int d = _domain(domain)
-    cdef void *p = <void *>address
-    if d == 0:
-        PyMem_RawFree(p)
-    elif d == 1:
-        PyMem_Free(p)
-    else:
-        PyObject_Free(p)
+    _free(_domain(domain), <void *>address)
 
 
 def malloc_many(str domain, Py_ssize_t count, size_t size):
@@ -134,21 +102,11 @@ def cycle(str domain, Py_ssize_t count, size_t size, reader=None, before=None, m
         if reader is not None:
             reader(d, before)
         for i in range(count):
-            if d == 0:
-                blocks[i] = PyMem_RawMalloc(size)
-            elif d == 1:
-                blocks[i] = PyMem_Malloc(size)
-            else:
-                blocks[i] = PyObject_Malloc(size)
+            blocks[i] = _malloc(d, size)
         if reader is not None:
             reader(d, mid)
         for i in range(count):
-            if d == 0:
-                PyMem_RawFree(blocks[i])
-            elif d == 1:
-                PyMem_Free(blocks[i])
-            else:
-                PyObject_Free(blocks[i])
+            _free(d, blocks[i])
         if reader is not None:
             reader(d, after)
     finally:

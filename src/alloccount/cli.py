@@ -21,7 +21,8 @@ EXIT_LEAK = 3  # --fail-on-leak and a leak was found (the program itself succeed
 EXIT_USAGE = 2
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0 (seconds, intervals)."""
     try:
         value = float(text)
     except ValueError:
@@ -61,7 +62,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Run a Python program (like `python script.py args` or `python -m module args`) "
         "tracking allocations from its first line; print a report when it exits.",
     )
-    run.add_argument("--interval", type=_positive_float, default=1.0, metavar="S", help="seconds between samples (default 1)")
+    run.add_argument("--interval", type=positive_float, default=1.0, metavar="S", help="seconds between samples (default 1)")
     run.add_argument("--report", metavar="DIR", help="write history.json, history.csv, report.txt, report.html (and report.png with matplotlib) to DIR")
     run.add_argument("--fail-on-leak", action="store_true", help=f"exit with status {EXIT_LEAK} when a leak is found (if the program itself succeeded)")
     run.add_argument("--mode", choices=("exact", "counts"), default="exact", help="tracking mode (default exact)")

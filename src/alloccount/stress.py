@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, TextIO
 
 from ._units import format_bytes, format_rate
+from .cli import positive_float
 from .history import History
 from .leaks import LeakVerdict, detect_leaks
 
@@ -57,16 +58,6 @@ def _loads(text: str) -> List[float]:
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"--loads needs positive numbers, got {text!r}")
     return values
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 class _Progress:
@@ -163,8 +154,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "memory grows without bound at each.",
     )
     parser.add_argument("--loads", type=_loads, default=[1.0, 2.0, 4.0], help="comma-separated load levels (default 1,2,4)")
-    parser.add_argument("--duration", type=_seconds, default=60.0, metavar="S", help="seconds per load level (default 60)")
-    parser.add_argument("--interval", type=_seconds, default=0.5, metavar="S", help="seconds between samples (default 0.5)")
+    parser.add_argument("--duration", type=positive_float, default=60.0, metavar="S", help="seconds per load level (default 60)")
+    parser.add_argument("--interval", type=positive_float, default=0.5, metavar="S", help="seconds between samples (default 0.5)")
     parser.add_argument("--out", default="alloccount-stress", metavar="DIR", help="where reports go (default ./alloccount-stress)")
     parser.add_argument("-m", dest="module", metavar="MODULE", help="run a library module (like python -m)")
     parser.add_argument("target", nargs="?", help="the script to run")
