@@ -78,9 +78,14 @@ AC_INLINE void ac_unlock(void) { __atomic_store_n(&s_lock, 0, __ATOMIC_RELEASE);
 
 /* ---------------------------------------------------------------- pointer table */
 
-/* Open addressing, linear probing, 16-byte slots, power-of-two capacity, backward-shift
- * deletion: a delete leaves no tombstone, so long churn never degrades probe lengths.
- * The value packs the requested size (low 48 bits) and the category id (high 16 bits). */
+/* Open addressing, linear probing, 16-byte slots, backward-shift deletion: a delete leaves no
+ * tombstone, so long churn never degrades probe lengths. The value packs the requested size
+ * (low 48 bits) and the category id (high 16 bits).
+ *
+ * Sizing: the table grows by 1.5x at 3/4 load, so its load stays between 1/2 and 3/4 and it
+ * costs 21-32 bytes per live block (doubling would swing between 3/8 and 3/4: up to 43 bytes).
+ * Any capacity works because the slot index is the high half of (hash * capacity), a
+ * multiply instead of a power-of-two mask. */
 typedef struct {
     uintptr_t key; /* 0 = empty: no allocator returns NULL for a live block */
     uint64_t value;
@@ -88,10 +93,10 @@ typedef struct {
 
 typedef struct {
     ac_slot *slots;
-    size_t mask;    /* capacity - 1 */
+    size_t capacity;
     size_t count;
+    size_t grow_at;     /* 3/4 of capacity */
     size_t sparse_pops; /* pops while under 1/16 load since the last resize */
-    unsigned shift;     /* 64 - log2(capacity): Fibonacci hashing keeps the product's high bits */
 } ac_table;
 
 #define AC_SIZE_BITS 48
@@ -100,26 +105,34 @@ typedef struct {
 #define AC_VALUE_SIZE(v) ((v) & AC_SIZE_MASK)
 #define AC_VALUE_CAT(v) ((int)((v) >> AC_SIZE_BITS))
 
-#define AC_TABLE_MIN_BITS 12
+#define AC_TABLE_MIN_CAPACITY 4096
 
 static uint64_t s_insert_failures;
 static uint64_t s_stale_entries;
 
-AC_INLINE size_t ac_hash(const ac_table *t, uintptr_t key)
+AC_INLINE size_t ac_home(const ac_table *t, uintptr_t key)
 {
-    return (size_t)(((uint64_t)key * UINT64_C(0x9E3779B97F4A7C15)) >> t->shift);
+    /* Fibonacci hashing spreads the address bits (blocks are 16-byte aligned and often
+     * adjacent); the multiply-high maps the product onto [0, capacity). */
+    uint64_t h = (uint64_t)key * UINT64_C(0x9E3779B97F4A7C15);
+    return (size_t)(((unsigned __int128)h * t->capacity) >> 64);
 }
 
-static int ac_table_init(ac_table *t, unsigned bits)
+AC_INLINE size_t ac_next(const ac_table *t, size_t i) { return i + 1 == t->capacity ? 0 : i + 1; }
+
+/* Cyclic distance from slot a forward to slot b. */
+AC_INLINE size_t ac_distance(const ac_table *t, size_t a, size_t b) { return b >= a ? b - a : b + t->capacity - a; }
+
+static int ac_table_init(ac_table *t, size_t capacity)
 {
     /* libc, not PyMem: the table must never re-enter the hooks it serves. */
-    ac_slot *slots = calloc((size_t)1 << bits, sizeof(ac_slot));
+    ac_slot *slots = calloc(capacity, sizeof(ac_slot));
     if (slots == NULL) return -1;
     t->slots = slots;
-    t->mask = ((size_t)1 << bits) - 1;
+    t->capacity = capacity;
     t->count = 0;
+    t->grow_at = capacity / 4 * 3;
     t->sparse_pops = 0;
-    t->shift = 64 - bits;
     return 0;
 }
 
@@ -129,15 +142,15 @@ static void ac_table_free(ac_table *t)
     memset(t, 0, sizeof(*t));
 }
 
-static int ac_table_rehash(ac_table *t, unsigned bits)
+static int ac_table_rehash(ac_table *t, size_t capacity)
 {
     ac_table fresh;
-    if (ac_table_init(&fresh, bits) < 0) return -1;
-    for (size_t i = 0; i <= t->mask; i++) {
+    if (ac_table_init(&fresh, capacity) < 0) return -1;
+    for (size_t i = 0; i < t->capacity; i++) {
         uintptr_t key = t->slots[i].key;
         if (key == 0) continue;
-        size_t j = ac_hash(&fresh, key);
-        while (fresh.slots[j].key != 0) j = (j + 1) & fresh.mask;
+        size_t j = ac_home(&fresh, key);
+        while (fresh.slots[j].key != 0) j = ac_next(&fresh, j);
         fresh.slots[j] = t->slots[i];
     }
     fresh.count = t->count;
@@ -146,20 +159,17 @@ static int ac_table_rehash(ac_table *t, unsigned bits)
     return 0;
 }
 
-AC_INLINE unsigned ac_table_bits(const ac_table *t) { return 64 - t->shift; }
-
 /* Insert key -> value.  Returns 0 when inserted, 1 when the key was already present (a
  * block freed without our hook seeing it: *stale receives the old value), -1 when the
  * table is full and cannot grow (the block is left untracked). */
 AC_INLINE int ac_table_put(ac_table *t, uintptr_t key, uint64_t value, uint64_t *stale)
 {
-    /* Grow at 3/4 load: linear probing stays within a cache line or two below that. */
-    if (AC_UNLIKELY(4 * (t->count + 1) > 3 * (t->mask + 1))) {
-        if (ac_table_rehash(t, ac_table_bits(t) + 1) < 0 && 16 * (t->count + 1) > 15 * (t->mask + 1)) {
+    if (AC_UNLIKELY(t->count >= t->grow_at)) {
+        if (ac_table_rehash(t, t->capacity + t->capacity / 2) < 0 && 16 * (t->count + 1) > 15 * t->capacity) {
             return -1;
         }
     }
-    size_t i = ac_hash(t, key);
+    size_t i = ac_home(t, key);
     for (;;) {
         uintptr_t k = t->slots[i].key;
         if (k == 0) {
@@ -173,31 +183,30 @@ AC_INLINE int ac_table_put(ac_table *t, uintptr_t key, uint64_t value, uint64_t 
             t->slots[i].value = value;
             return 1;
         }
-        i = (i + 1) & t->mask;
+        i = ac_next(t, i);
     }
 }
 
 /* Remove key; returns 1 and its value if it was present. */
 AC_INLINE int ac_table_pop(ac_table *t, uintptr_t key, uint64_t *value)
 {
-    size_t mask = t->mask;
-    size_t i = ac_hash(t, key);
+    size_t i = ac_home(t, key);
     for (;;) {
         uintptr_t k = t->slots[i].key;
         if (k == key) break;
         if (k == 0) return 0;
-        i = (i + 1) & mask;
+        i = ac_next(t, i);
     }
     *value = t->slots[i].value;
     /* Backward shift: pull later entries of the cluster into the hole unless that would move
-     * one before its home slot (cyclically, its home h lies in (i, j]). */
+     * one before its home slot (an entry may move to i only if i lies in [home, j)). */
     size_t j = i;
     for (;;) {
-        j = (j + 1) & mask;
+        j = ac_next(t, j);
         uintptr_t k = t->slots[j].key;
         if (k == 0) break;
-        size_t home = ac_hash(t, k);
-        if (((j - home) & mask) >= ((j - i) & mask)) {
+        size_t home = ac_home(t, k);
+        if (ac_distance(t, home, j) >= ac_distance(t, i, j)) {
             t->slots[i] = t->slots[j];
             i = j;
         }
@@ -207,9 +216,10 @@ AC_INLINE int ac_table_pop(ac_table *t, uintptr_t key, uint64_t *value)
     /* Shrink once the table has stayed under 1/16 load for capacity/2 pops: a one-off spike
      * does not pin its table for the life of the process, and a workload that fills and
      * empties the table every cycle (pyperformance's float) does not rehash every cycle. */
-    if (AC_UNLIKELY(16 * t->count < mask + 1) && ++t->sparse_pops > (mask + 1) / 2 &&
-        ac_table_bits(t) > AC_TABLE_MIN_BITS) {
-        (void)ac_table_rehash(t, ac_table_bits(t) - 1); /* failure just keeps the big table */
+    if (AC_UNLIKELY(16 * t->count < t->capacity) && ++t->sparse_pops > t->capacity / 2 &&
+        t->capacity > AC_TABLE_MIN_CAPACITY) {
+        size_t smaller = t->capacity / 2;
+        (void)ac_table_rehash(t, smaller < AC_TABLE_MIN_CAPACITY ? AC_TABLE_MIN_CAPACITY : smaller);
     }
     return 1;
 }
@@ -738,8 +748,8 @@ int ac_start(int mode, unsigned mask, const char **err)
 
     if (mode == AC_MODE_EXACT) {
         ac_free_tables();
-        if (ac_table_init(&s_side[AC_SIDE_GIL].table, AC_TABLE_MIN_BITS + 4) < 0 ||
-            ac_table_init(&s_side[AC_SIDE_LOCKED].table, AC_TABLE_MIN_BITS) < 0) {
+        if (ac_table_init(&s_side[AC_SIDE_GIL].table, AC_TABLE_MIN_CAPACITY) < 0 ||
+            ac_table_init(&s_side[AC_SIDE_LOCKED].table, AC_TABLE_MIN_CAPACITY) < 0) {
             ac_free_tables();
             *err = "out of memory for the pointer table";
             return -1;
@@ -878,7 +888,7 @@ void ac_read_engine_info(ac_engine_info *out)
     ac_lock();
     for (int side = 0; side < 2; side++) {
         const ac_table *t = &s_side[side].table;
-        out->table_capacity[side] = t->slots ? t->mask + 1 : 0;
+        out->table_capacity[side] = t->slots ? t->capacity : 0;
         out->table_count[side] = t->slots ? t->count : 0;
         out->table_bytes += out->table_capacity[side] * sizeof(ac_slot);
     }

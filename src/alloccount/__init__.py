@@ -23,9 +23,6 @@ from .categories import (
     current_category,
     install_asyncio,
 )
-from .history import History, Sample
-from .leaks import LeakVerdict, detect_leak, detect_leaks
-from .monitor import LeakWarning, Monitor
 from .scopes import AllocationLimitError, Measurement, ThreadKey, limit, measure, no_allocations, thread_stats
 from ._tracking import (
     DOMAINS,
@@ -40,6 +37,33 @@ from ._tracking import (
 )
 
 __version__ = "0.1.0"
+
+# The monitoring layer (history, leak statistics, the sampler) is imported on first use: a
+# service that only counts should not pay for it at start-up (PEP 562).
+_LAZY = {
+    "History": "history",
+    "Sample": "history",
+    "LeakVerdict": "leaks",
+    "detect_leak": "leaks",
+    "detect_leaks": "leaks",
+    "LeakWarning": "monitor",
+    "Monitor": "monitor",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'alloccount' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "History",

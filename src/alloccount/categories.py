@@ -14,13 +14,15 @@ category whenever the task is resumed and restores the loop's own on suspension.
 """
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import inspect
 import threading
 from collections.abc import Coroutine
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Tuple, TypeVar, cast
+
+if TYPE_CHECKING:
+    import asyncio
 
 from . import _core
 from ._core import Stats
@@ -228,19 +230,21 @@ class _ContextRestoringCoroutine(_CategoryCoroutine):
             _core.set_category(outer)
 
 
-def install_asyncio(loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+def install_asyncio(loop: "Optional[asyncio.AbstractEventLoop]" = None) -> None:
     """Make ``with category(...)`` blocks exact across ``await`` in every task of ``loop``.
 
     Installs a task factory (chaining any factory already set) that wraps each task's
     coroutine so the engine's per-thread category follows the task being run. Call it once,
     inside the loop (default: the running loop), e.g. first thing in ``main()``.
     """
+    import asyncio  # here, not at import: asyncio costs ~25 ms to import and most users never need it
+
     loop = loop or asyncio.get_running_loop()
     previous = loop.get_task_factory()
     if getattr(previous, "_alloccount", False):
         return
 
-    def factory(loop: asyncio.AbstractEventLoop, coro: Awaitable[Any], **kwargs: Any) -> "asyncio.Future[Any]":
+    def factory(loop: "asyncio.AbstractEventLoop", coro: Awaitable[Any], **kwargs: Any) -> "asyncio.Future[Any]":
         if inspect.iscoroutine(coro) and not isinstance(coro, _CategoryCoroutine):
             coro = _ContextRestoringCoroutine(cast(Coroutine, coro))  # type: ignore[type-arg]
         if previous is not None:
