@@ -262,6 +262,7 @@ static ac_side s_side[2];
 static ac_counters s_dom[AC_NDOMAINS];
 static int s_dom_mode[AC_NDOMAINS];     /* enum ac_mode per domain, read by the hooks */
 static int s_mode;                      /* session mode, for readers */
+static uint64_t s_session;              /* bumped by every start(): a realloc spanning a restart sees it */
 static unsigned s_installed_mask;       /* domains where our hooks are in the chain */
 static unsigned s_counting_mask;
 static int s_max_category;              /* highest category id noted + 1 */
@@ -532,6 +533,23 @@ AC_INLINE void *ac_calloc(int d, size_t nelem, size_t elsize)
     return p;
 }
 
+/* A RAW free inside one of our calls. Usually pymalloc releasing a large block it got with a
+ * nested PyMem_RawMalloc, never counted. But a tool that wraps us (tracemalloc started after
+ * alloccount) enters the RAW chain at its top from there and frees, through us, blocks of its
+ * own that we did count (its trace entries): those must leave the table, or they would stay
+ * as live blocks until the address is reused. So: remove if present, count nothing else. */
+static void ac_nested_raw_free(ac_tls *t, void *p, int mode)
+{
+    const int side = AC_SIDE_OF(PYMEM_DOMAIN_RAW);
+    uint64_t value;
+    AC_SIDE_LOCK(side);
+    if (AC_LOAD(s_dom_mode[PYMEM_DOMAIN_RAW]) == mode &&
+        ac_table_pop(&s_side[side].table, (uintptr_t)p, &value)) {
+        ac_account_removed(PYMEM_DOMAIN_RAW, side, AC_VALUE_CAT(value), &ac_self(t)->c, AC_VALUE_SIZE(value));
+    }
+    AC_SIDE_UNLOCK(side);
+}
+
 AC_INLINE void ac_free(int d, void *p)
 {
     const PyMemAllocatorEx *o = &s_orig[d];
@@ -539,6 +557,9 @@ AC_INLINE void ac_free(int d, void *p)
     int mode = AC_LOAD(s_dom_mode[d]);
     if (AC_UNLIKELY(t->guard | (mode == AC_MODE_OFF) | (p == NULL))) {
         ac_note_probe(t, d);
+        if (d == PYMEM_DOMAIN_RAW && t->guard == AC_GUARD_HOOK && mode == AC_MODE_EXACT && p != NULL) {
+            ac_nested_raw_free(t, p, mode);
+        }
         o->free(o->ctx, p);
         return;
     }
@@ -576,12 +597,14 @@ static void *ac_realloc_slow(int d, ac_tls *t, void *p, size_t n, int mode)
     ac_thread *th = ac_self(t);
     uint64_t old = 0;
     int found = 0;
+    uint64_t session = 0;
 
     /* Remove the old entry first: if the block moves, its address can be handed to another
      * thread as soon as the real realloc returns.  A failed realloc re-inserts it. */
     if (mode == AC_MODE_EXACT) {
         AC_SIDE_LOCK(side);
         if (AC_LOAD(s_dom_mode[d]) == mode) found = ac_table_pop(&s_side[side].table, (uintptr_t)p, &old);
+        session = AC_LOAD(s_session);
         AC_SIDE_UNLOCK(side);
     }
 
@@ -591,6 +614,9 @@ static void *ac_realloc_slow(int d, ac_tls *t, void *p, size_t n, int mode)
 
     AC_SIDE_LOCK(side);
     if (AC_UNLIKELY(AC_LOAD(s_dom_mode[d]) != mode)) goto done;
+    /* stop() + start() on another thread while the real realloc ran (RAW, no GIL): the old
+     * entry belonged to the previous session, so this session adopts the block instead. */
+    if (AC_UNLIKELY(mode == AC_MODE_EXACT && session != AC_LOAD(s_session))) found = 0;
     if (mode != AC_MODE_EXACT) {
         if (q != NULL) {
             s_dom[d].reallocs++;
@@ -757,6 +783,9 @@ int ac_start(int mode, unsigned mask, const char **err)
         }
     }
     ac_reset_counters();
+    ac_lock();
+    s_session++;
+    ac_unlock();
     for (int d = 0; d < AC_NDOMAINS; d++) {
         if (!(mask & (1u << d)) || (s_installed_mask & (1u << d))) continue;
         /* Wrap, never replace: forward to whatever is installed now. */
