@@ -65,9 +65,7 @@ def assert_consistent(figures: dict, where: object = "", *, stale_ok: bool = Fal
     """The exact-mode invariants, on figures produced by read_figures() in a child.
 
     ``stale_entries == 0`` says that no free of a counted block escaped us. ``stale_ok``
-    waives it where frees could not reach us (another tool dropped our hooks for a while) or
-    where a known engine bug makes it fail (see
-    test_frees_by_a_tool_wrapping_us_inside_our_nested_call_are_counted)."""
+    waives it where frees could not reach us (another tool dropped our hooks for a while)."""
     total = figures["total"]
     assert total["allocations"] - total["frees"] == figures["tracked_blocks"], (where, figures)
     for name in ("total", "raw", "mem", "obj"):
