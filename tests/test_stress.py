@@ -337,11 +337,12 @@ def test_frees_by_a_tool_wrapping_us_inside_our_nested_call_are_counted():
         tracemalloc.stop()
         alloccount.stop()
     # THEN every free of a block we counted is counted: no entry outlives its block, and
-    # the figures come back to where they were (measured with the free counted: 1 block, 168
-    # bytes, the tools' own reads; without: 9,027 blocks and 144 KB that are not live)
+    # the figures come back to where they were, up to the tools' own bookkeeping (tracemalloc
+    # keeps a traceback per new call site; measured 1-5 blocks, 112-168 bytes). Losing these
+    # frees left 9,027 blocks and 144 KB that were not live.
     assert stale_after - stale_before == 0
-    assert abs(after.live_blocks - before.live_blocks) <= 4
-    assert abs(after.current_bytes - before.current_bytes) < 1024
+    assert abs(after.live_blocks - before.live_blocks) < 100
+    assert abs(after.current_bytes - before.current_bytes) < 4096
 
 
 # ---------------------------------------------- a RAW realloc in flight across stop() + start()
